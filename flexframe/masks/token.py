@@ -1,0 +1,67 @@
+"""Token-level masks: the ordinary causal mask (the ablation baseline) and the full mask."""
+
+from __future__ import annotations
+
+from flexframe._checks import check_int
+from flexframe.masks.closed_form import IntervalRelation, PiecewiseKey
+from flexframe.masks.registry import register_mask
+from flexframe.masks.spec import MaskMod, MaskSpec
+
+
+def causal_mask_mod(b, h, q_idx, kv_idx):
+    """Token-causal: a query sees itself and every earlier token."""
+    return kv_idx <= q_idx
+
+
+def full_mask_mod(b, h, q_idx, kv_idx):
+    """Everything visible."""
+    return (q_idx >= 0) & (kv_idx >= 0)
+
+
+def _constant(mod: MaskMod):
+    return lambda device: mod
+
+
+@register_mask("token-causal")
+def token_causal_mask(seq_len: int) -> MaskSpec:
+    """The ordinary token-level causal mask: a token sees itself and all earlier tokens.
+
+    This is the ablation's baseline: inside a frame, patch 4 sees patch 3 but not patch 5,
+    an order that patches of one frame do not have.
+
+    Example:
+        >>> token_causal_mask(3).to_dense().int().tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    """
+    n = check_int("seq_len", seq_len, minimum=1)
+    key = PiecewiseKey.position(n)
+    return MaskSpec(
+        name="token-causal",
+        params={"seq_len": n},
+        q_len=n,
+        kv_len=n,
+        mod_factory=_constant(causal_mask_mod),
+        description="ordinary token-level causal mask (the baseline)",
+        relation=IntervalRelation(kv_key=key, q_hi=key),
+    )
+
+
+@register_mask("full")
+def full_mask(seq_len: int) -> MaskSpec:
+    """Everything visible: bidirectional attention, for encoders and as a reference.
+
+    Example:
+        >>> full_mask(2).to_dense().int().tolist()
+        [[1, 1], [1, 1]]
+    """
+    n = check_int("seq_len", seq_len, minimum=1)
+    key = PiecewiseKey.constant(n, 0)
+    return MaskSpec(
+        name="full",
+        params={"seq_len": n},
+        q_len=n,
+        kv_len=n,
+        mod_factory=_constant(full_mask_mod),
+        description="every token sees every token",
+        relation=IntervalRelation(kv_key=key, q_hi=key),
+    )

@@ -1,0 +1,149 @@
+"""Hypothesis strategies and brute-force reference masks, written independently of flexframe.
+
+The references loop over (query, key) pairs and apply each mask's definition as the issue states
+it, in plain Python; they share no code with the library.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+
+def reference_dense(name: str, params: dict) -> torch.Tensor:
+    """``[N, N]`` bool, True = may attend, straight from each mask's written definition."""
+    if name in ("token-causal", "full"):
+        n = params["seq_len"]
+        frame_of = list(range(n))
+    elif name == "fast-slow":
+        p = params["num_patches_per_frame"]
+        n = (params["num_fast_frames"] + params["num_slow_frames"]) * p
+    elif name == "packed-causal-frame":
+        p = params["num_patches_per_frame"]
+        n = sum(params["frames_per_video"]) * p
+    elif name == "timestamp-causal":
+        p = params["num_patches_per_frame"]
+        n = len(params["timestamps"]) * p
+    else:
+        p = params["num_patches_per_frame"]
+        n = params["num_frames"] * p
+    if name not in ("token-causal", "full"):
+        frame_of = [i // p for i in range(n)]
+
+    def visible(q: int, k: int) -> bool:
+        fq, fk = frame_of[q], frame_of[k]
+        if name == "full":
+            return True
+        if name == "token-causal":
+            return k <= q
+        if name == "causal-frame":
+            return fk <= fq
+        if name == "sliding-window":
+            return fq - params["window_size"] <= fk <= fq
+        if name == "fast-slow":
+            s = params["num_slow_frames"]
+            q_is_slow, k_is_slow = fq < s, fk < s
+            if q_is_slow:
+                return k_is_slow  # slow sees all slow, no fast
+            return k_is_slow or fk <= fq  # fast sees all slow + fast up to its own
+        if name == "packed-causal-frame":
+            video_of = []
+            for v, count in enumerate(params["frames_per_video"]):
+                video_of += [v] * count
+            return video_of[fq] == video_of[fk] and fk <= fq
+        if name == "timestamp-causal":
+            ts = params["timestamps"]
+            if params.get("within_frame", "full") == "full":
+                return ts[fk] <= ts[fq]
+            return ts[fk] < ts[fq] or (ts[fk] == ts[fq] and k <= q)
+        raise AssertionError(name)
+
+    out = torch.zeros(n, n, dtype=torch.bool)
+    for q in range(n):
+        for k in range(n):
+            out[q, k] = visible(q, k)
+    return out
+
+
+@st.composite
+def mask_configs(draw, max_frames: int = 6, max_patches: int = 7) -> tuple[str, dict]:
+    """A registered mask name with valid parameters, small enough for the O(N^2) references."""
+    name = draw(
+        st.sampled_from(
+            [
+                "causal-frame",
+                "sliding-window",
+                "fast-slow",
+                "timestamp-causal",
+                "packed-causal-frame",
+                "token-causal",
+                "full",
+            ]
+        )
+    )
+    p = draw(st.integers(1, max_patches))
+    if name == "causal-frame":
+        return name, {"num_frames": draw(st.integers(1, max_frames)), "num_patches_per_frame": p}
+    if name == "sliding-window":
+        return name, {
+            "num_frames": draw(st.integers(1, max_frames)),
+            "num_patches_per_frame": p,
+            "window_size": draw(st.integers(0, max_frames)),
+        }
+    if name == "fast-slow":
+        return name, {
+            "num_fast_frames": draw(st.integers(1, max_frames // 2)),
+            "num_slow_frames": draw(st.integers(1, max_frames // 2)),
+            "num_patches_per_frame": p,
+        }
+    if name == "timestamp-causal":
+        ts = draw(st.lists(st.integers(0, 6), min_size=1, max_size=max_frames))
+        within = draw(st.sampled_from(["full", "causal"]))
+        return name, {"timestamps": ts, "num_patches_per_frame": p, "within_frame": within}
+    if name == "packed-causal-frame":
+        videos = draw(st.lists(st.integers(1, 3), min_size=1, max_size=4))
+        return name, {"frames_per_video": videos, "num_patches_per_frame": p}
+    return name, {"seq_len": draw(st.integers(1, max_frames * max_patches))}
+
+
+def expected_block_grids(
+    dense: torch.Tensor, q_block: int, kv_block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(partial, full) block grids from a dense mask, padding with "masked" as torch does."""
+    nq = -(-dense.shape[0] // q_block)
+    nk = -(-dense.shape[1] // kv_block)
+    padded = torch.zeros(nq * q_block, nk * kv_block, dtype=torch.bool)
+    padded[: dense.shape[0], : dense.shape[1]] = dense
+    blocks = padded.view(nq, q_block, nk, kv_block)
+    full = blocks.all(dim=3).all(dim=1)
+    partial = blocks.any(dim=3).any(dim=1) & ~full
+    return partial, full
+
+
+def block_mask_grids(block_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(partial, full) ``[nq, nk]`` bool grids read from a BlockMask's kv tensors."""
+    nq, nk = block_mask.kv_indices.shape[-2:]
+
+    def grid(num, idx):
+        out = torch.zeros(nq, nk, dtype=torch.bool)
+        for i in range(nq):
+            out[i, idx[0, 0, i, : int(num[0, 0, i])].long()] = True
+        return out
+
+    return (
+        grid(block_mask.kv_num_blocks.cpu(), block_mask.kv_indices.cpu()),
+        grid(block_mask.full_kv_num_blocks.cpu(), block_mask.full_kv_indices.cpu()),
+    )
+
+
+def expand_block_mask(block_mask, mask_mod_dense: torch.Tensor) -> torch.Tensor:
+    """The dense mask a kernel computes from a BlockMask: full blocks whole, the mask_mod's values
+    (``mask_mod_dense``, ``[q_len, kv_len]``) inside partial blocks, nothing elsewhere."""
+    partial, full = block_mask_grids(block_mask)
+    q_bs, kv_bs = block_mask.BLOCK_SIZE
+    q_len, kv_len = mask_mod_dense.shape
+
+    def expand(grid):
+        return grid.repeat_interleave(q_bs, 0).repeat_interleave(kv_bs, 1)[:q_len, :kv_len]
+
+    return expand(full) | (expand(partial) & mask_mod_dense)
