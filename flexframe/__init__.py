@@ -1,7 +1,8 @@
 """flexframe: frame-level attention masks for video models, on FlexAttention.
 
-The public surface, in the order data flows: masks by name (``get_mask``, ``list_masks``,
-``register_mask``, ``MaskSpec``) and the seed-compatible ``FrameLevelMaskGenerator``.
+The public surface: masks by name (``get_mask``, ``list_masks``, ``register_mask``,
+``MaskSpec``) with the seed-compatible ``FrameLevelMaskGenerator``, and fast/slow frame sampling
+(``fast_slow_indices``, ``VideoFrameSampler``, presets).
 """
 
 from flexframe.masks import (
@@ -17,10 +18,32 @@ from flexframe.masks import (
     register_mask,
     set_block_mask_cache_size,
 )
+from flexframe.sampling import (
+    FAST_SLOW_PRESETS,
+    FastSlowPreset,
+    VideoFrameSampler,
+    fast_slow_indices,
+    get_fast_slow_preset,
+    merge_fast_slow_frames,
+    merge_fast_slow_indices,
+    merge_order,
+    preset_for_num_frames,
+    sample_fast_slow_frames,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FAST_SLOW_PRESETS",
+    "FastSlowPreset",
+    "VideoFrameSampler",
+    "fast_slow_indices",
+    "get_fast_slow_preset",
+    "merge_fast_slow_frames",
+    "merge_fast_slow_indices",
+    "merge_order",
+    "preset_for_num_frames",
+    "sample_fast_slow_frames",
     "FrameLevelMaskGenerator",
     "MaskEntry",
     "MaskSpec",

@@ -1,0 +1,671 @@
+"""Fast/slow frame sampling: pick dense recent frames and sparse long-range frames from a clip.
+
+Video models look at two time scales, after SlowFast Networks (Feichtenhofer et al., 2019):
+*fast* frames are dense and end at the current frame ``T - 1`` (fine motion); *slow* frames are
+sparse and spread over a long window that ends at the clip's end (long context). This module
+samples both from a ``[B, T, C, H, W]`` clip, merges them into one sequence, and reports which
+original frame each sampled or merged frame came from, so the ``timestamp-causal`` mask can keep
+prediction leak-free.
+
+Index rule (``T = num_frames``; every division is an exact integer floor division)::
+
+    fast, if fast_stride * (num_fast - 1) <= T - 1:
+        fast_idx[i] = T - 1 - fast_stride * (num_fast - 1 - i)      # exact fast_stride spacing
+    fast, otherwise (spread over the whole clip; frames repeat when T < num_fast):
+        fast_idx[i] = T - 1 - floor((num_fast - 1 - i) * T / num_fast)
+    slow, with window W = min(T, slow_stride * num_slow) ending at the clip's end:
+        slow_idx[i] = (T - W) + floor(i * W / num_slow)  # slow_stride apart if stride * num <= T
+
+Both index tensors are ascending (non-decreasing where frames repeat) and the last fast index is
+always ``T - 1``.
+
+Presets (the seed design's tuning table; :func:`preset_for_num_frames` picks one)::
+
+    name     clip length T    num_fast  num_slow  fast_stride  slow_stride
+    short    T < 30           -         -         -            -            (all frames, no split)
+    medium   30 <= T <= 60    8         8         1            4
+    long     T > 60           16        8         2            8
+
+Merge strategies (:func:`merge_fast_slow_frames`, :func:`merge_fast_slow_indices`, and the one
+mechanism behind both, :func:`merge_order`)::
+
+    concat      s0, s1, ..., s_{S-1}, f0, f1, ..., f_{F-1}     ([slow | fast], the fast-slow mask)
+    interleave  s0, f0, s1, f1, ..., then the rest of the longer stream
+
+Example:
+    >>> video = torch.arange(16.0).view(1, 16, 1, 1, 1)  # pixel value = frame number
+    >>> fast, slow, fast_idx, slow_idx = sample_fast_slow_frames(
+    ...     video, num_fast=3, num_slow=2, return_indices=True
+    ... )
+    >>> fast_idx.tolist(), slow_idx.tolist()
+    ([13, 14, 15], [8, 12])
+    >>> merge_fast_slow_frames(fast, slow, "interleave").flatten().tolist()
+    [8.0, 13.0, 12.0, 14.0, 15.0]
+    >>> merge_fast_slow_indices(fast_idx, slow_idx, "interleave").tolist()
+    [8, 13, 12, 14, 15]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import torch
+from torch import Tensor
+
+from ._checks import check_int, did_you_mean
+
+__all__ = [
+    "FAST_SLOW_PRESETS",
+    "MERGE_STRATEGIES",
+    "FastSlowPreset",
+    "VideoFrameSampler",
+    "fast_slow_indices",
+    "get_fast_slow_preset",
+    "merge_fast_slow_frames",
+    "merge_fast_slow_indices",
+    "merge_order",
+    "preset_for_num_frames",
+    "sample_fast_slow_frames",
+]
+
+MERGE_STRATEGIES: tuple[str, ...] = ("concat", "interleave")
+"""Valid ``merge_strategy`` values, in documentation order."""
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_merge_strategy(merge_strategy: object) -> str:
+    if isinstance(merge_strategy, str) and merge_strategy in MERGE_STRATEGIES:
+        return merge_strategy
+    valid = ", ".join(repr(s) for s in MERGE_STRATEGIES)
+    hint = did_you_mean(merge_strategy, MERGE_STRATEGIES) if isinstance(merge_strategy, str) else ""
+    raise ValueError(f"merge_strategy must be one of {valid}, got {merge_strategy!r}.{hint}")
+
+
+def _check_clip(name: str, value: object, time_name: str) -> Tensor:
+    """Check that ``value`` is a 5-D tensor with at least one frame; ``time_name`` names dim 1."""
+    layout = f"[B, {time_name}, C, H, W]"
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(value)}")
+    if value.dim() != 5:
+        raise ValueError(
+            f"{name} must be 5-D {layout}, got shape {list(value.shape)} ({value.dim()}-D)"
+            + (f"; for a single clip use {name}.unsqueeze(0)" if value.dim() == 4 else "")
+        )
+    if value.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have at least one frame ({time_name} >= 1), "
+            f"got shape {list(value.shape)} as {layout}"
+        )
+    return value
+
+
+def _check_same_dtype_and_device(
+    first_name: str, first: Tensor, second_name: str, second: Tensor
+) -> None:
+    # torch.cat would silently promote mixed dtypes; a merged stream has exactly one dtype.
+    if first.dtype != second.dtype:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same dtype, "
+            f"got {first_name}.dtype={first.dtype} and {second_name}.dtype={second.dtype}"
+        )
+    if first.device != second.device:
+        raise ValueError(
+            f"{first_name} and {second_name} must be on the same device, "
+            f"got {first_name}.device={first.device} and {second_name}.device={second.device}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Indices
+# --------------------------------------------------------------------------------------------
+
+
+def _floor_mul_div(i: Tensor, a: int, n: int) -> Tensor:
+    """``floor(i * a / n)`` for an int64 tensor ``0 <= i < n``, exact in integer arithmetic.
+
+    Splitting ``a = q * n + r`` keeps every intermediate below ``max(a, n * n)``, so the product
+    ``i * a`` (which overflows int64 once ``a * n > 2**63``) is never formed.
+    """
+    q, r = divmod(a, n)
+    return i * q + torch.div(i * r, n, rounding_mode="floor")
+
+
+def fast_slow_indices(
+    num_frames: int,
+    fast_stride: int = 1,
+    slow_stride: int = 4,
+    num_fast: int = 8,
+    num_slow: int = 8,
+    *,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Original frame indices of the fast and slow frames of a clip of ``num_frames`` frames.
+
+    With ``T = num_frames``, fast frames end at the current frame ``T - 1``:
+
+    - if ``fast_stride * (num_fast - 1) <= T - 1``:
+      ``fast_idx[i] = T - 1 - fast_stride * (num_fast - 1 - i)``;
+    - otherwise they spread over the whole clip:
+      ``fast_idx[i] = T - 1 - floor((num_fast - 1 - i) * T / num_fast)`` (frames repeat when
+      ``T < num_fast``).
+
+    Slow frames cover a window of ``W = min(T, slow_stride * num_slow)`` frames ending at the
+    clip's end, sampled uniformly from its start: ``slow_idx[i] = (T - W) + floor(i * W /
+    num_slow)``. A long clip gets exactly ``slow_stride`` spacing over its most recent frames; a
+    clip shorter than the window is covered whole and uniformly. All arithmetic is integer, so the
+    indices are exact for any ``T`` that fits in int64.
+
+    A data loader can call this before decoding, to decode only the frames it needs.
+
+    Args:
+        num_frames: Number of frames ``T`` in the clip, ``>= 1``.
+        fast_stride: Spacing of the fast frames, ``>= 1``.
+        slow_stride: Spacing of the slow frames, ``>= 1``.
+        num_fast: Number of fast frames ``F``, ``>= 1``.
+        num_slow: Number of slow frames ``S``, ``>= 1``.
+        device: Device of the returned tensors (default: CPU).
+
+    Returns:
+        ``(fast_idx, slow_idx)``: int64 tensors of shapes ``[F]`` and ``[S]``, each ascending
+        (non-decreasing where frames repeat), with values in ``[0, T)``.
+
+    Raises:
+        TypeError: An argument is not an int (bools and floats such as ``2.5`` are refused).
+        ValueError: An argument is ``< 1``.
+
+    Example:
+        >>> fast_idx, slow_idx = fast_slow_indices(
+        ...     16, fast_stride=1, slow_stride=4, num_fast=8, num_slow=8
+        ... )
+        >>> fast_idx.tolist()
+        [8, 9, 10, 11, 12, 13, 14, 15]
+        >>> slow_idx.tolist()  # W = min(16, 4 * 8) = 16, so spacing 16 / 8 = 2
+        [0, 2, 4, 6, 8, 10, 12, 14]
+        >>> fast_slow_indices(100, slow_stride=4, num_fast=2, num_slow=4)[1].tolist()
+        [84, 88, 92, 96]
+    """
+    t = check_int("num_frames", num_frames, minimum=1)
+    fast_stride = check_int("fast_stride", fast_stride, minimum=1)
+    slow_stride = check_int("slow_stride", slow_stride, minimum=1)
+    num_fast = check_int("num_fast", num_fast, minimum=1)
+    num_slow = check_int("num_slow", num_slow, minimum=1)
+
+    # steps_back[i] = num_fast - 1 - i: how many fast steps frame i lies before the current frame.
+    steps_back = torch.arange(num_fast - 1, -1, -1, dtype=torch.int64, device=device)
+    if fast_stride * (num_fast - 1) <= t - 1:
+        fast_idx = (t - 1) - fast_stride * steps_back
+    else:
+        fast_idx = (t - 1) - _floor_mul_div(steps_back, t, num_fast)
+
+    window = min(t, slow_stride * num_slow)
+    slot = torch.arange(num_slow, dtype=torch.int64, device=device)
+    slow_idx = (t - window) + _floor_mul_div(slot, window, num_slow)
+    return fast_idx, slow_idx
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def sample_fast_slow_frames(
+    video_frames: Tensor,
+    fast_stride: int = 1,
+    slow_stride: int = 4,
+    num_fast: int = 8,
+    num_slow: int = 8,
+    return_indices: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gather the fast and slow frames of a ``[B, T, C, H, W]`` clip, by :func:`fast_slow_indices`.
+
+    Only the sampled frames are copied (``index_select`` on dim 1 with indices built on the
+    clip's device); the dtype and device of ``video_frames`` are kept.
+
+    Args:
+        video_frames: Clip of shape ``[B, T, C, H, W]`` with ``T >= 1``.
+        fast_stride: Spacing of the fast frames, ``>= 1``.
+        slow_stride: Spacing of the slow frames, ``>= 1``.
+        num_fast: Number of fast frames ``F``, ``>= 1``.
+        num_slow: Number of slow frames ``S``, ``>= 1``.
+        return_indices: Also return the original frame indices.
+
+    Returns:
+        ``(fast, slow)`` of shapes ``[B, F, C, H, W]`` and ``[B, S, C, H, W]``; with
+        ``return_indices=True``, ``(fast, slow, fast_idx, slow_idx)`` where ``fast_idx [F]`` and
+        ``slow_idx [S]`` are int64 on the clip's device and ``fast[:, i] == video_frames[:,
+        fast_idx[i]]``.
+
+    Raises:
+        TypeError: ``video_frames`` is not a tensor, or a stride/count is not an int.
+        ValueError: ``video_frames`` is not 5-D or has no frames, or a stride/count is ``< 1``.
+
+    Example:
+        >>> video = torch.arange(10.0).view(1, 10, 1, 1, 1)  # pixel value = frame number
+        >>> fast, slow = sample_fast_slow_frames(video, fast_stride=2, num_fast=3, num_slow=2)
+        >>> fast.shape, fast.flatten().tolist(), slow.flatten().tolist()
+        (torch.Size([1, 3, 1, 1, 1]), [5.0, 7.0, 9.0], [2.0, 6.0])
+    """
+    _check_clip("video_frames", video_frames, "T")
+    if not isinstance(return_indices, bool):
+        raise TypeError(f"return_indices must be a bool, got {return_indices!r}")
+    fast_idx, slow_idx = fast_slow_indices(
+        video_frames.shape[1],
+        fast_stride,
+        slow_stride,
+        num_fast,
+        num_slow,
+        device=video_frames.device,
+    )
+    fast = video_frames.index_select(1, fast_idx)
+    slow = video_frames.index_select(1, slow_idx)
+    if return_indices:
+        return fast, slow, fast_idx, slow_idx
+    return fast, slow
+
+
+# --------------------------------------------------------------------------------------------
+# Merging
+# --------------------------------------------------------------------------------------------
+
+
+def merge_order(
+    num_fast: int,
+    num_slow: int,
+    merge_strategy: str = "concat",
+    *,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Which stream, and which frame of it, sits at each position of a merged sequence.
+
+    This is the single definition of both merge layouts; :func:`merge_fast_slow_frames` and
+    :func:`merge_fast_slow_indices` are built on it, so frames and their timestamps can never
+    disagree. A reconstruction loss can use ``is_fast`` to tell the streams apart.
+
+    - ``"concat"``: ``[slow | fast]`` (the layout of the ``fast-slow`` mask).
+    - ``"interleave"``: ``s0, f0, s1, f1, ...`` starting with slow; when the counts differ the
+      rest of the longer stream follows in order, so no frame is dropped.
+
+    Args:
+        num_fast: Number of fast frames ``F``, ``>= 1``.
+        num_slow: Number of slow frames ``S``, ``>= 1``.
+        merge_strategy: One of :data:`MERGE_STRATEGIES`.
+        device: Device of the returned tensors (default: CPU).
+
+    Returns:
+        ``(is_fast, pos_in_stream)`` of shape ``[F + S]``: bool, True where the merged frame
+        comes from the fast stream; int64, its position within its own stream. Each
+        ``(stream, position)`` pair occurs exactly once.
+
+    Raises:
+        TypeError: A count is not an int.
+        ValueError: A count is ``< 1``, or ``merge_strategy`` is unknown.
+
+    Example:
+        >>> is_fast, pos = merge_order(num_fast=3, num_slow=2, merge_strategy="interleave")
+        >>> is_fast.tolist()
+        [False, True, False, True, True]
+        >>> pos.tolist()
+        [0, 0, 1, 1, 2]
+    """
+    num_fast = check_int("num_fast", num_fast, minimum=1)
+    num_slow = check_int("num_slow", num_slow, minimum=1)
+    merge_strategy = _check_merge_strategy(merge_strategy)
+
+    if merge_strategy == "concat":
+        is_fast = torch.cat(
+            [
+                torch.zeros(num_slow, dtype=torch.bool, device=device),
+                torch.ones(num_fast, dtype=torch.bool, device=device),
+            ]
+        )
+        pos_in_stream = torch.cat(
+            [
+                torch.arange(num_slow, dtype=torch.int64, device=device),
+                torch.arange(num_fast, dtype=torch.int64, device=device),
+            ]
+        )
+        return is_fast, pos_in_stream
+
+    paired = min(num_fast, num_slow)
+    step = torch.arange(2 * paired, dtype=torch.int64, device=device)
+    rest = torch.arange(paired, max(num_fast, num_slow), dtype=torch.int64, device=device)
+    rest_is_fast = torch.full(rest.shape, num_fast > num_slow, dtype=torch.bool, device=device)
+    is_fast = torch.cat([step % 2 == 1, rest_is_fast])
+    pos_in_stream = torch.cat([step // 2, rest])
+    return is_fast, pos_in_stream
+
+
+def _merge_along(fast: Tensor, slow: Tensor, dim: int, merge_strategy: str) -> Tensor:
+    """Merge two checked streams along ``dim`` in the order given by :func:`merge_order`."""
+    num_slow = slow.shape[dim]
+    is_fast, pos_in_stream = merge_order(
+        fast.shape[dim], num_slow, merge_strategy, device=fast.device
+    )
+    # In the buffer [slow | fast], fast frame j sits at num_slow + j.
+    source = torch.where(is_fast, pos_in_stream + num_slow, pos_in_stream)
+    return torch.cat([slow, fast], dim=dim).index_select(dim, source)
+
+
+def merge_fast_slow_frames(fast: Tensor, slow: Tensor, merge_strategy: str = "concat") -> Tensor:
+    """Merge fast ``[B, F, C, H, W]`` and slow ``[B, S, C, H, W]`` frames into one sequence.
+
+    The order is :func:`merge_order`'s: ``"concat"`` gives ``[slow | fast]``; ``"interleave"``
+    gives ``s0, f0, s1, f1, ...`` and then the rest of the longer stream. Every input frame
+    appears exactly once. Use :func:`merge_fast_slow_indices` for the merged frames' timestamps.
+
+    Args:
+        fast: Fast frames ``[B, F, C, H, W]``, ``F >= 1``.
+        slow: Slow frames ``[B, S, C, H, W]``, ``S >= 1``, with the same ``B, C, H, W``, dtype
+            and device as ``fast``.
+        merge_strategy: One of :data:`MERGE_STRATEGIES`.
+
+    Returns:
+        Merged frames ``[B, F + S, C, H, W]`` with the inputs' dtype and device.
+
+    Raises:
+        TypeError: ``fast`` or ``slow`` is not a tensor.
+        ValueError: ``fast`` or ``slow`` is not 5-D or has no frames; their ``B, C, H, W``,
+            dtype or device disagree; or ``merge_strategy`` is unknown.
+
+    Example:
+        >>> fast = torch.tensor([10.0, 11.0, 12.0]).view(1, 3, 1, 1, 1)
+        >>> slow = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)
+        >>> merge_fast_slow_frames(fast, slow).flatten().tolist()
+        [0.0, 1.0, 10.0, 11.0, 12.0]
+        >>> merge_fast_slow_frames(fast, slow, "interleave").flatten().tolist()
+        [0.0, 10.0, 1.0, 11.0, 12.0]
+    """
+    merge_strategy = _check_merge_strategy(merge_strategy)
+    _check_clip("fast", fast, "F")
+    _check_clip("slow", slow, "S")
+    fast_bchw = (fast.shape[0], *fast.shape[2:])
+    slow_bchw = (slow.shape[0], *slow.shape[2:])
+    if fast_bchw != slow_bchw:
+        raise ValueError(
+            "fast [B, F, C, H, W] and slow [B, S, C, H, W] must agree on B, C, H and W, "
+            f"got fast shape {list(fast.shape)} and slow shape {list(slow.shape)}"
+        )
+    _check_same_dtype_and_device("fast", fast, "slow", slow)
+    return _merge_along(fast, slow, 1, merge_strategy)
+
+
+def merge_fast_slow_indices(
+    fast_idx: Tensor, slow_idx: Tensor, merge_strategy: str = "concat"
+) -> Tensor:
+    """Original frame index (timestamp) of each merged frame, in :func:`merge_order`'s order.
+
+    Pass the indices returned by :func:`fast_slow_indices` or
+    ``sample_fast_slow_frames(..., return_indices=True)`` and the same ``merge_strategy`` as
+    :func:`merge_fast_slow_frames`; entry ``k`` is then the original frame of merged frame ``k``,
+    which is what the ``timestamp-causal`` mask needs. Any 1-D tensors work (e.g. float seconds).
+
+    Args:
+        fast_idx: Fast-frame timestamps ``[F]``, ``F >= 1``.
+        slow_idx: Slow-frame timestamps ``[S]``, ``S >= 1``, same dtype and device as
+            ``fast_idx``.
+        merge_strategy: One of :data:`MERGE_STRATEGIES`.
+
+    Returns:
+        Merged timestamps ``[F + S]`` with the inputs' dtype and device.
+
+    Raises:
+        TypeError: ``fast_idx`` or ``slow_idx`` is not a tensor.
+        ValueError: ``fast_idx`` or ``slow_idx`` is not 1-D or is empty; their dtype or device
+            disagree; or ``merge_strategy`` is unknown.
+
+    Example:
+        >>> fast_idx, slow_idx = fast_slow_indices(16, num_fast=3, num_slow=2)
+        >>> fast_idx.tolist(), slow_idx.tolist()
+        ([13, 14, 15], [8, 12])
+        >>> merge_fast_slow_indices(fast_idx, slow_idx).tolist()
+        [8, 12, 13, 14, 15]
+        >>> merge_fast_slow_indices(fast_idx, slow_idx, "interleave").tolist()
+        [8, 13, 12, 14, 15]
+    """
+    merge_strategy = _check_merge_strategy(merge_strategy)
+    for name, value, size in (("fast_idx", fast_idx, "F"), ("slow_idx", slow_idx, "S")):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a 1-D torch.Tensor [{size}], got {type(value)}")
+        if value.dim() != 1 or value.numel() == 0:
+            raise ValueError(
+                f"{name} must be a non-empty 1-D tensor [{size}], got shape {list(value.shape)}"
+            )
+    _check_same_dtype_and_device("fast_idx", fast_idx, "slow_idx", slow_idx)
+    return _merge_along(fast_idx, slow_idx, 0, merge_strategy)
+
+
+# --------------------------------------------------------------------------------------------
+# Seed-compatible front
+# --------------------------------------------------------------------------------------------
+
+
+class VideoFrameSampler:
+    """Seed-compatible, stateless front over this module's functions.
+
+    Every method forwards to the module function of the same name (``merge_fast_slow_timestamps``
+    to :func:`merge_fast_slow_indices`), so there is one implementation.
+
+    Example:
+        >>> sampler = VideoFrameSampler()
+        >>> video = torch.arange(16.0).view(1, 16, 1, 1, 1)  # pixel value = frame number
+        >>> fast, slow, fast_idx, slow_idx = sampler.sample_fast_slow_frames(
+        ...     video, return_indices=True
+        ... )
+        >>> fast.shape, slow.shape
+        (torch.Size([1, 8, 1, 1, 1]), torch.Size([1, 8, 1, 1, 1]))
+        >>> sampler.merge_fast_slow_frames(fast, slow).shape
+        torch.Size([1, 16, 1, 1, 1])
+        >>> sampler.merge_fast_slow_timestamps(fast_idx, slow_idx).tolist()
+        [0, 2, 4, 6, 8, 10, 12, 14, 8, 9, 10, 11, 12, 13, 14, 15]
+    """
+
+    def sample_fast_slow_frames(
+        self,
+        video_frames: Tensor,
+        fast_stride: int = 1,
+        slow_stride: int = 4,
+        num_fast: int = 8,
+        num_slow: int = 8,
+        return_indices: bool = False,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Gather fast and slow frames of ``[B, T, C, H, W]``; see :func:`sample_fast_slow_frames`.
+
+        Example:
+            >>> video = torch.arange(16.0).view(1, 16, 1, 1, 1)
+            >>> fast, slow = VideoFrameSampler().sample_fast_slow_frames(video, num_fast=2)
+            >>> fast.flatten().tolist()
+            [14.0, 15.0]
+        """
+        return sample_fast_slow_frames(
+            video_frames, fast_stride, slow_stride, num_fast, num_slow, return_indices
+        )
+
+    def merge_fast_slow_frames(
+        self, fast: Tensor, slow: Tensor, merge_strategy: str = "concat"
+    ) -> Tensor:
+        """Merge ``[B, F, C, H, W]`` and ``[B, S, C, H, W]``; see :func:`merge_fast_slow_frames`.
+
+        Example:
+            >>> fast = torch.tensor([10.0, 11.0]).view(1, 2, 1, 1, 1)
+            >>> slow = torch.tensor([0.0]).view(1, 1, 1, 1, 1)
+            >>> VideoFrameSampler().merge_fast_slow_frames(fast, slow, "interleave").flatten()
+            tensor([ 0., 10., 11.])
+        """
+        return merge_fast_slow_frames(fast, slow, merge_strategy)
+
+    def merge_fast_slow_timestamps(
+        self, fast_idx: Tensor, slow_idx: Tensor, merge_strategy: str = "concat"
+    ) -> Tensor:
+        """Timestamps ``[F + S]`` of the merged frames; see :func:`merge_fast_slow_indices`.
+
+        Example:
+            >>> fast_idx, slow_idx = torch.tensor([14, 15]), torch.tensor([0, 8])
+            >>> VideoFrameSampler().merge_fast_slow_timestamps(fast_idx, slow_idx, "interleave")
+            tensor([ 0, 14,  8, 15])
+        """
+        return merge_fast_slow_indices(fast_idx, slow_idx, merge_strategy)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+_PRESET_FIELDS = ("num_fast", "num_slow", "fast_stride", "slow_stride")
+
+
+@dataclass(frozen=True)
+class FastSlowPreset:
+    """A named fast/slow sampling configuration from the seed design's tuning table.
+
+    A preset either splits the clip (``use_fast_slow_frames=True``, all four ints set) or uses
+    every frame (``use_fast_slow_frames=False``, all four ints ``None``); mixing is refused at
+    construction, so a preset can't half-apply.
+
+    Attributes:
+        name: Preset name, e.g. ``"medium"``.
+        use_fast_slow_frames: Whether to split the clip into fast and slow frames.
+        num_fast: Number of fast frames, or ``None`` when using all frames.
+        num_slow: Number of slow frames, or ``None`` when using all frames.
+        fast_stride: Spacing of the fast frames, or ``None`` when using all frames.
+        slow_stride: Spacing of the slow frames, or ``None`` when using all frames.
+
+    Example:
+        >>> preset = get_fast_slow_preset("long")
+        >>> preset.sampler_kwargs()
+        {'fast_stride': 2, 'slow_stride': 8, 'num_fast': 16, 'num_slow': 8}
+        >>> print(get_fast_slow_preset("short").sampler_kwargs())
+        None
+    """
+
+    name: str
+    use_fast_slow_frames: bool
+    num_fast: int | None = None
+    num_slow: int | None = None
+    fast_stride: int | None = None
+    slow_stride: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r}")
+        if not isinstance(self.use_fast_slow_frames, bool):
+            raise TypeError(
+                f"use_fast_slow_frames must be a bool, got {self.use_fast_slow_frames!r}"
+            )
+        if self.use_fast_slow_frames:
+            for field in _PRESET_FIELDS:
+                check_int(f"FastSlowPreset.{field}", getattr(self, field), minimum=1)
+            return
+        given = {f: getattr(self, f) for f in _PRESET_FIELDS if getattr(self, f) is not None}
+        if given:
+            raise ValueError(
+                f"preset {self.name!r} uses all frames (use_fast_slow_frames=False), so "
+                f"{', '.join(_PRESET_FIELDS)} must be None, got {given}; "
+                "set use_fast_slow_frames=True to sample fast/slow frames"
+            )
+
+    def sampler_kwargs(self) -> dict[str, int] | None:
+        """Keyword arguments for :func:`fast_slow_indices` / :func:`sample_fast_slow_frames`.
+
+        Returns ``None`` (not ``{}``) for a preset that uses all frames: ``{}`` would make
+        ``fast_slow_indices(T, **kwargs)`` silently fall back to the defaults, whereas ``**None``
+        fails loudly.
+
+        Returns:
+            ``{"fast_stride", "slow_stride", "num_fast", "num_slow"}`` as ints, or ``None``.
+
+        Example:
+            >>> kwargs = get_fast_slow_preset("medium").sampler_kwargs()
+            >>> kwargs
+            {'fast_stride': 1, 'slow_stride': 4, 'num_fast': 8, 'num_slow': 8}
+            >>> fast_slow_indices(45, **kwargs)[1].tolist()
+            [13, 17, 21, 25, 29, 33, 37, 41]
+        """
+        if not self.use_fast_slow_frames:
+            return None
+        return {
+            "fast_stride": self.fast_stride,
+            "slow_stride": self.slow_stride,
+            "num_fast": self.num_fast,
+            "num_slow": self.num_slow,
+        }
+
+
+FAST_SLOW_PRESETS: Mapping[str, FastSlowPreset] = MappingProxyType(
+    {
+        "short": FastSlowPreset("short", use_fast_slow_frames=False),
+        "medium": FastSlowPreset(
+            "medium",
+            use_fast_slow_frames=True,
+            num_fast=8,
+            num_slow=8,
+            fast_stride=1,
+            slow_stride=4,
+        ),
+        "long": FastSlowPreset(
+            "long", use_fast_slow_frames=True, num_fast=16, num_slow=8, fast_stride=2, slow_stride=8
+        ),
+    }
+)
+"""Read-only ``{"short", "medium", "long"}`` -> :class:`FastSlowPreset` (see the module table)."""
+
+# Clip lengths (in frames) bounding the "medium" preset, both inclusive.
+_MEDIUM_MIN_FRAMES = 30
+_MEDIUM_MAX_FRAMES = 60
+
+
+def get_fast_slow_preset(name: str) -> FastSlowPreset:
+    """Look up a preset of :data:`FAST_SLOW_PRESETS` by name.
+
+    Args:
+        name: ``"short"``, ``"medium"`` or ``"long"``.
+
+    Returns:
+        The preset.
+
+    Raises:
+        ValueError: ``name`` is not a preset; the message lists the valid names.
+
+    Example:
+        >>> preset = get_fast_slow_preset("medium")
+        >>> preset.num_fast, preset.num_slow, preset.fast_stride, preset.slow_stride
+        (8, 8, 1, 4)
+    """
+    if isinstance(name, str) and name in FAST_SLOW_PRESETS:
+        return FAST_SLOW_PRESETS[name]
+    valid = ", ".join(repr(n) for n in FAST_SLOW_PRESETS)
+    hint = did_you_mean(name, FAST_SLOW_PRESETS) if isinstance(name, str) else ""
+    raise ValueError(f"name must be one of {valid}, got {name!r}.{hint}")
+
+
+def preset_for_num_frames(num_frames: int) -> FastSlowPreset:
+    """Pick the preset for a clip of ``num_frames`` frames.
+
+    ``T < 30`` gives ``"short"`` (all frames), ``30 <= T <= 60`` gives ``"medium"`` and
+    ``T > 60`` gives ``"long"``.
+
+    Args:
+        num_frames: Number of frames ``T`` in the clip, ``>= 1``.
+
+    Returns:
+        The preset for that clip length.
+
+    Raises:
+        TypeError: ``num_frames`` is not an int.
+        ValueError: ``num_frames < 1``.
+
+    Example:
+        >>> [preset_for_num_frames(t).name for t in (29, 30, 60, 61)]
+        ['short', 'medium', 'medium', 'long']
+    """
+    t = check_int("num_frames", num_frames, minimum=1)
+    if t < _MEDIUM_MIN_FRAMES:
+        return FAST_SLOW_PRESETS["short"]
+    if t <= _MEDIUM_MAX_FRAMES:
+        return FAST_SLOW_PRESETS["medium"]
+    return FAST_SLOW_PRESETS["long"]
