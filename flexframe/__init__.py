@@ -18,6 +18,7 @@ from flexframe.masks import (
     register_mask,
     set_block_mask_cache_size,
 )
+from flexframe.nn import FlexFrameDecoder, FramePositions
 from flexframe.sampling import (
     FAST_SLOW_PRESETS,
     FastSlowPreset,
@@ -44,6 +45,8 @@ __all__ = [
     "merge_order",
     "preset_for_num_frames",
     "sample_fast_slow_frames",
+    "FlexFrameDecoder",
+    "FramePositions",
     "FrameLevelMaskGenerator",
     "MaskEntry",
     "MaskSpec",

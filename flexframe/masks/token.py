@@ -47,21 +47,28 @@ def token_causal_mask(seq_len: int) -> MaskSpec:
 
 
 @register_mask("full")
-def full_mask(seq_len: int) -> MaskSpec:
-    """Everything visible: bidirectional attention, for encoders and as a reference.
+def full_mask(seq_len: int, kv_len: int | None = None) -> MaskSpec:
+    """Everything visible: bidirectional attention, for encoders, cross-attention and reference.
+
+    ``kv_len`` (default ``seq_len``) makes it rectangular, ``[seq_len, kv_len]``, for a
+    cross-attention to a memory of another length.
 
     Example:
         >>> full_mask(2).to_dense().int().tolist()
         [[1, 1], [1, 1]]
+        >>> full_mask(1, kv_len=3).to_dense().int().tolist()
+        [[1, 1, 1]]
     """
     n = check_int("seq_len", seq_len, minimum=1)
-    key = PiecewiseKey.constant(n, 0)
+    m = n if kv_len is None else check_int("kv_len", kv_len, minimum=1)
     return MaskSpec(
         name="full",
-        params={"seq_len": n},
+        params={"seq_len": n} if kv_len is None else {"seq_len": n, "kv_len": m},
         q_len=n,
-        kv_len=n,
+        kv_len=m,
         mod_factory=_constant(full_mask_mod),
         description="every token sees every token",
-        relation=IntervalRelation(kv_key=key, q_hi=key),
+        relation=IntervalRelation(
+            kv_key=PiecewiseKey.constant(m, 0), q_hi=PiecewiseKey.constant(n, 0)
+        ),
     )

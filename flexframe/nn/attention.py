@@ -1,0 +1,294 @@
+"""Multi-head attention over a flexframe mask, with two backends and one call site.
+
+``flex``: ``flex_attention`` with the mask's ``BlockMask``, compiled once per process.
+``sdpa``: ``scaled_dot_product_attention`` with the mask's dense ``[q_len, kv_len]`` bool tensor.
+``auto``: FlexAttention has no backward pass on the CPU (torch raises NotImplementedError), so
+``auto`` trains with ``sdpa`` on the CPU and with ``flex`` on a GPU, and infers with ``flex``
+everywhere. "Trains" means a backward pass may follow: grad mode is on and an input or weight
+requires grad; run inference under ``torch.no_grad()`` to get ``flex`` on the CPU. ``auto`` logs
+its choice once per (device, mode) through ``logging``.
+
+Compilation: one compiled ``flex_attention`` serves every module. A new ``BlockMask`` of the
+same shape and mask family (a new batch, other timestamps) reuses the compiled kernel: the
+BlockMask's tensors and the tensors its mask_mod reads are kernel inputs, not constants. A new
+sequence length compiles once more; from the second length on torch marks lengths dynamic, so
+frame counts that vary from batch to batch cost a bounded number of compilations (measured in
+``tests/test_decoder.py``). A mask_mod that closes over a different Python integer (another
+``num_patches_per_frame``) is another kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_mask, flex_attention
+
+from flexframe._checks import check_int, did_you_mean
+from flexframe.masks import MaskSpec, get_mask
+from flexframe.nn.positions import FramePositions, FrameRotaryEmbedding
+
+logger = logging.getLogger("flexframe")
+
+Backend = Literal["auto", "flex", "sdpa"]
+BACKENDS = ("auto", "flex", "sdpa")
+MaskLike = MaskSpec | BlockMask | str | Mapping[str, Any]
+
+_compiled_flex: Callable[..., torch.Tensor] | None = None
+
+
+def compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """The process-wide ``torch.compile(flex_attention)``, built on first use.
+
+    Example:
+        >>> fn = compiled_flex_attention()
+        >>> fn is compiled_flex_attention()
+        True
+    """
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention)
+    return _compiled_flex
+
+
+def resolve_mask(
+    mask: MaskLike, mask_params: Mapping[str, Any] | None = None
+) -> MaskSpec | BlockMask:
+    """A ``MaskSpec`` or ``BlockMask`` from what a caller or a config gives.
+
+    Accepts a ``MaskSpec``, a ``BlockMask``, a registry name with ``mask_params``, or a mapping
+    ``{"name": ..., **params}``.
+
+    Example:
+        >>> resolve_mask({"name": "token-causal", "seq_len": 4}).name
+        'token-causal'
+    """
+    if isinstance(mask, (MaskSpec, BlockMask)):
+        if mask_params:
+            raise ValueError("mask_params is only for a mask given by name")
+        return mask
+    if isinstance(mask, str):
+        return get_mask(mask, **dict(mask_params or {}))
+    if isinstance(mask, Mapping):
+        params = dict(mask)
+        if "name" not in params:
+            raise ValueError(f"a mask given as a mapping needs a 'name' key, got {mask!r}")
+        name = params.pop("name")
+        return get_mask(name, **params, **dict(mask_params or {}))
+    raise TypeError(
+        "mask must be a MaskSpec, a BlockMask, a registry name or a mapping with 'name', "
+        f"got {type(mask).__name__}"
+    )
+
+
+def mask_is_unrestricted(mask: MaskSpec | BlockMask) -> bool:
+    """True only for a mask that provably lets every query see every key.
+
+    A ``MaskSpec`` is unrestricted when it is the registry's ``full`` mask; any other mask,
+    a user's own or a ``BlockMask``, counts as restricted, which is the safe side for the
+    cross-attention check.
+
+    Example:
+        >>> mask_is_unrestricted(get_mask("full", seq_len=3))
+        True
+    """
+    return isinstance(mask, MaskSpec) and mask.name == "full"
+
+
+def dense_from_block_mask(block_mask: BlockMask) -> torch.Tensor:
+    """The ``[q_len, kv_len]`` bool mask a kernel applies for ``block_mask`` (batch 0, head 0).
+
+    Full blocks are visible whole; the mask_mod decides inside partial blocks; the rest is
+    masked. Materializes N x N: for the sdpa backend and tests.
+    """
+    q_len, kv_len = block_mask.seq_lengths
+    device = block_mask.kv_num_blocks.device
+    q_bs, kv_bs = block_mask.BLOCK_SIZE
+    partial = (
+        BlockMask(
+            block_mask.seq_lengths,
+            block_mask.kv_num_blocks,
+            block_mask.kv_indices,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            BLOCK_SIZE=block_mask.BLOCK_SIZE,
+        )
+        .to_dense()[0, 0]
+        .bool()
+    )
+    full = block_mask.to_dense()[0, 0].bool() & ~partial
+
+    def expand(grid: torch.Tensor) -> torch.Tensor:
+        return grid.repeat_interleave(q_bs, 0).repeat_interleave(kv_bs, 1)[:q_len, :kv_len]
+
+    inside = create_mask(block_mask.mask_mod, 1, 1, q_len, kv_len, device)[0, 0].bool()
+    return expand(full) | (expand(partial) & inside)
+
+
+class _DenseCache:
+    """A small LRU of dense masks for the sdpa backend (each is q_len x kv_len booleans)."""
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Any, torch.Tensor] = OrderedDict()
+
+    def get(self, mask: MaskSpec | BlockMask, device: torch.device) -> torch.Tensor:
+        key = (mask.cache_key if isinstance(mask, MaskSpec) else id(mask), str(device))
+        dense = self._data.get(key)
+        if dense is None:
+            if isinstance(mask, MaskSpec):
+                dense = mask.to_dense(device)
+            else:
+                dense = dense_from_block_mask(mask).to(device)
+            self._data[key] = dense
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+        else:
+            self._data.move_to_end(key)
+        return dense
+
+
+_DENSE_CACHE = _DenseCache()
+_LOGGED_CHOICES: set[tuple[str, bool, str]] = set()
+
+
+def choose_backend(requested: Backend, device: torch.device, training: bool) -> str:
+    """The backend ``requested`` resolves to on ``device`` (``auto``: see the module docstring).
+
+    Example:
+        >>> choose_backend("auto", torch.device("cpu"), training=True)
+        'sdpa'
+        >>> choose_backend("auto", torch.device("cpu"), training=False)
+        'flex'
+    """
+    if requested not in BACKENDS:
+        raise ValueError(
+            f"attention_backend must be one of {', '.join(BACKENDS)}, got {requested!r}."
+            f"{did_you_mean(str(requested), BACKENDS)}"
+        )
+    if requested != "auto":
+        return requested
+    if training and device.type == "cpu":
+        chosen, why = "sdpa", "FlexAttention has no backward pass on the CPU"
+    elif training:
+        chosen, why = "flex", f"training on {device.type}"
+    else:
+        chosen, why = "flex", "inference"
+    key = (device.type, training, chosen)
+    if key not in _LOGGED_CHOICES:
+        _LOGGED_CHOICES.add(key)
+        logger.info("flexframe attention_backend='auto' uses %r on %s: %s", chosen, device, why)
+    return chosen
+
+
+class Attention(nn.Module):
+    """Multi-head attention (self or cross) with grouped-query heads and frame rotary positions.
+
+    Args:
+        dim: model width.
+        num_heads: query heads.
+        num_kv_heads: key/value heads; must divide ``num_heads`` (grouped-query attention).
+            Defaults to ``num_heads``.
+        head_dim: width of a head; defaults to ``dim // num_heads``.
+        attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"`` (module docstring).
+        bias: biases in the projections.
+
+    Example:
+        >>> attn = Attention(dim=32, num_heads=4, num_kv_heads=2)
+        >>> x = torch.randn(2, 6, 32)  # [B, N, dim]
+        >>> attn(x, x, get_mask("causal-frame", num_frames=3, num_patches_per_frame=2)).shape
+        torch.Size([2, 6, 32])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        attention_backend: Backend = "auto",
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        dim = check_int("dim", dim, minimum=1)
+        num_heads = check_int("num_heads", num_heads, minimum=1)
+        num_kv_heads = check_int("num_kv_heads", num_kv_heads or num_heads, minimum=1)
+        if num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads must divide num_heads, got num_heads={num_heads}, "
+                f"num_kv_heads={num_kv_heads}"
+            )
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(
+                    f"dim must be divisible by num_heads (or pass head_dim), got dim={dim}, "
+                    f"num_heads={num_heads}"
+                )
+            head_dim = dim // num_heads
+        head_dim = check_int("head_dim", head_dim, minimum=1)
+        choose_backend(attention_backend, torch.device("cpu"), False)  # validate the name early
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.attention_backend = attention_backend
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
+        self.out_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
+        self.rotary = FrameRotaryEmbedding(head_dim) if head_dim % 4 == 0 else None
+
+    def _heads(self, x: torch.Tensor, proj: nn.Linear, heads: int) -> torch.Tensor:
+        b, n, _ = x.shape
+        return proj(x).view(b, n, heads, self.head_dim).transpose(1, 2)  # [B, H, N, head_dim]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        mask: MaskSpec | BlockMask,
+        q_positions: FramePositions | None = None,
+        kv_positions: FramePositions | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``x`` ``[B, N, dim]`` to ``context`` ``[B, M, dim]`` under ``mask``.
+
+        ``mask`` must be ``[N, M]``. Rotary positions apply when both position sets are given.
+        Returns ``[B, N, dim]``.
+        """
+        q_len, kv_len = (
+            (mask.q_len, mask.kv_len) if isinstance(mask, MaskSpec) else mask.seq_lengths
+        )
+        if (x.shape[1], context.shape[1]) != (q_len, kv_len):
+            raise ValueError(
+                f"the mask is [{q_len}, {kv_len}] (queries, keys) but the inputs have "
+                f"{x.shape[1]} queries and {context.shape[1]} keys"
+            )
+        q = self._heads(x, self.q_proj, self.num_heads)
+        k = self._heads(context, self.k_proj, self.num_kv_heads)
+        v = self._heads(context, self.v_proj, self.num_kv_heads)
+        if self.rotary is not None and q_positions is not None and kv_positions is not None:
+            q, k = self.rotary(q, q_positions), self.rotary(k, kv_positions)
+        # "Training" means a backward pass may follow: grad mode on and something needs a grad.
+        # (Inference on the CPU with flex needs torch.no_grad() or torch.inference_mode().)
+        training = torch.is_grad_enabled() and (
+            x.requires_grad or context.requires_grad or self.q_proj.weight.requires_grad
+        )
+        backend = choose_backend(self.attention_backend, x.device, training)
+        gqa = self.num_kv_heads != self.num_heads
+        if backend == "flex":
+            block_mask = mask.block_mask(x.device) if isinstance(mask, MaskSpec) else mask
+            # One memory layout whether or not rotary ran, so that the compiled kernel's stride
+            # guards hold (a bare BlockMask has no positions, hence no rotary).
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+            out = compiled_flex_attention()(q, k, v, block_mask=block_mask, enable_gqa=gqa)
+        else:
+            dense = _DENSE_CACHE.get(mask, x.device)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=gqa)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
