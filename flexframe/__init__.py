@@ -19,6 +19,10 @@ from flexframe.masks import (
     set_block_mask_cache_size,
 )
 from flexframe.nn import FlexFrameDecoder, FramePositions
+from flexframe.reconstruction import (
+    AutoregressiveReconstructionConfig,
+    create_autoregressive_reconstruction_module,
+)
 from flexframe.sampling import (
     FAST_SLOW_PRESETS,
     FastSlowPreset,
@@ -35,6 +39,8 @@ from flexframe.sampling import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoregressiveReconstructionConfig",
+    "create_autoregressive_reconstruction_module",
     "FAST_SLOW_PRESETS",
     "FastSlowPreset",
     "VideoFrameSampler",

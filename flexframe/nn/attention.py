@@ -201,6 +201,8 @@ class Attention(nn.Module):
         head_dim: width of a head; defaults to ``dim // num_heads``.
         attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"`` (module docstring).
         bias: biases in the projections.
+        rotary: apply frame+patch rotary positions when positions are given (needs a head_dim
+            that is a multiple of 4).
 
     Example:
         >>> attn = Attention(dim=32, num_heads=4, num_kv_heads=2)
@@ -217,6 +219,7 @@ class Attention(nn.Module):
         head_dim: int | None = None,
         attention_backend: Backend = "auto",
         bias: bool = False,
+        rotary: bool = True,
     ) -> None:
         super().__init__()
         dim = check_int("dim", dim, minimum=1)
@@ -242,7 +245,12 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, num_kv_heads * head_dim, bias=bias)
         self.out_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
-        self.rotary = FrameRotaryEmbedding(head_dim) if head_dim % 4 == 0 else None
+        if rotary and head_dim % 4:
+            raise ValueError(
+                f"frame rotary positions need head_dim to be a multiple of 4, got head_dim="
+                f"{head_dim}; choose another dim/num_heads or pass rotary=False"
+            )
+        self.rotary = FrameRotaryEmbedding(head_dim) if rotary else None
 
     def _heads(self, x: torch.Tensor, proj: nn.Linear, heads: int) -> torch.Tensor:
         b, n, _ = x.shape

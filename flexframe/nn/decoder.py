@@ -50,16 +50,14 @@ class DecoderLayer(nn.Module):
         cross_attention: bool,
         attention_backend: Backend,
         bias: bool,
+        rotary: bool = True,
     ) -> None:
         super().__init__()
+        attn_args = (dim, num_heads, num_kv_heads, head_dim, attention_backend, bias, rotary)
         self.norm_self = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, num_heads, num_kv_heads, head_dim, attention_backend, bias)
+        self.self_attn = Attention(*attn_args)
         self.norm_cross = nn.LayerNorm(dim) if cross_attention else None
-        self.cross_attn = (
-            Attention(dim, num_heads, num_kv_heads, head_dim, attention_backend, bias)
-            if cross_attention
-            else None
-        )
+        self.cross_attn = Attention(*attn_args) if cross_attention else None
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio), bias)
 
@@ -95,6 +93,7 @@ class FlexFrameDecoder(nn.Module):
         cross_attention: add a cross-attention to ``memory`` in every layer.
         attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"``; see ``flexframe.nn.attention``.
         bias: biases in the linear layers.
+        rotary: frame+patch rotary positions in every attention (head_dim a multiple of 4).
 
     Example:
         >>> import torch
@@ -119,6 +118,7 @@ class FlexFrameDecoder(nn.Module):
         cross_attention: bool = False,
         attention_backend: Backend = "auto",
         bias: bool = False,
+        rotary: bool = True,
     ) -> None:
         super().__init__()
         depth = check_int("depth", depth, minimum=1)
@@ -136,6 +136,7 @@ class FlexFrameDecoder(nn.Module):
                 cross_attention,
                 attention_backend,
                 bias,
+                rotary,
             )
             for _ in range(depth)
         )

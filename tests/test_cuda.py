@@ -1,8 +1,9 @@
-"""On a CUDA GPU: the flex backend's forward and backward equal the sdpa backend's in bf16.
+"""On a CUDA GPU: the flex backend's forward and backward equal the sdpa backend's in bf16,
+and the reconstruction loss trains under bf16 autocast.
 
 Skipped on machines without CUDA (CI is CPU-only); run on an H100/H200 with
-``python -m pytest tests/test_decoder_cuda.py`` or ``python tests/test_decoder_cuda.py`` (prints
-the errors for the record).
+``python -m pytest tests/test_cuda.py`` or ``python tests/test_cuda.py`` (prints the errors for
+the record).
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ def flex_vs_sdpa_errors(name: str, head_dim: int) -> dict[str, float]:
     sdpa = FlexFrameDecoder(**kwargs, attention_backend="sdpa").cuda().to(torch.bfloat16)
     sdpa.load_state_dict(flex.state_dict())
     x = torch.randn(2, spec.q_len, 4 * head_dim, device="cuda", dtype=torch.bfloat16)
+    # A random direction for the loss: mean(out**2) would be constant after the final LayerNorm,
+    # leaving only rounding noise as gradient.
+    direction = torch.randn(x.shape, device="cuda")
     errors = {}
     outs, grads = [], []
     for model in (flex, sdpa):
         xi = x.clone().requires_grad_(True)
         out = model(xi, spec)
-        out.float().pow(2).mean().backward()
+        (out.float() * direction).sum().backward()
         outs.append(out.detach())
         grads.append([xi.grad] + [p.grad for p in model.parameters()])
     errors["out"] = rel_err(outs[0], outs[1])
@@ -69,3 +73,31 @@ if __name__ == "__main__":
                 f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
                 f"{e['grad_params_max']:.2e} |"
             )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fast_slow", [False, True])
+def test_reconstruction_loss_under_bf16_autocast_on_the_flex_backend(fast_slow):
+    from flexframe import create_autoregressive_reconstruction_module
+
+    module = create_autoregressive_reconstruction_module(
+        "pixels",
+        256,
+        {
+            "embedding_dim": 3 * 16 * 16,
+            "patch_size": 16,
+            "predictor_dim": 256,
+            "attention_backend": "flex",
+            "use_fast_slow_frames": fast_slow,
+            "preset": None if not fast_slow else "medium",
+        },
+    ).cuda()
+    t = 48
+    num_layout = len(module.frame_layout(t))
+    hidden = torch.randn(2, num_layout * 16, 256, device="cuda", requires_grad=True)
+    video = torch.rand(2, t, 3, 64, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss, out = module(hidden, video, return_outputs=True)
+    loss.backward()
+    assert torch.isfinite(loss) and hidden.grad.abs().sum() > 0
+    assert out.predictions.dtype == torch.bfloat16

@@ -1,0 +1,390 @@
+"""The autoregressive next-frame reconstruction loss for video LLMs.
+
+From the LLM's hidden states of the video tokens, a small frame-causal predictor (a
+``FlexFrameDecoder``) predicts the frozen vision tower's features of the next frame; the loss,
+times ``loss_weight``, is added to the language-model loss.
+
+Leak-free by construction:
+
+- the predictor has no cross-attention to the sequence it predicts (the seed design's
+  ``tgt=x, memory=x`` let every frame read the future);
+- with fast/slow frames the mask is ``timestamp-causal`` over the merged sequence, so a fast
+  frame never sees a slow frame from later in time;
+- each frame's target is the next frame of its own stream (``FrameLayout``), so at the slow/fast
+  boundary of ``[slow | fast]`` the last slow frame is not asked to predict the first fast one;
+- targets come from a frozen copy of the tower, run without grad.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flexframe._checks import check_int
+from flexframe.masks import MaskSpec, get_mask, get_mask_entry
+from flexframe.nn import FlexFrameDecoder, FramePositions
+from flexframe.reconstruction.config import AutoregressiveReconstructionConfig
+from flexframe.reconstruction.layout import FrameLayout
+from flexframe.reconstruction.towers import make_tower
+
+logger = logging.getLogger("flexframe")
+
+# Masks whose visibility follows time on a layout in time order (all frames, no fast/slow).
+_CAUSAL_IN_ORDER = {"causal-frame", "sliding-window", "token-causal", "packed-causal-frame"}
+
+
+@dataclass
+class ReconstructionOutputs:
+    """Per-frame results of one loss computation (F = layout frames, P = tokens per frame).
+
+    Attributes:
+        predictions: ``[B, F, P, E]`` the predictor's guess of each frame's target.
+        targets: ``[B, F, P, E]`` the tower's features of each frame's next frame (zeros where
+            there is none).
+        features: ``[B, F, P, E]`` the tower's features of each layout frame itself; the
+            trivial "next frame = this frame" predictor's error is computed against these.
+        target_mask: ``[B, F]`` bool, which frames have a target.
+        timestamps: ``[F]`` the original frame index of each layout frame.
+        is_fast: ``[F]`` bool, fast-stream frames.
+        mask_name: the predictor's mask.
+    """
+
+    predictions: torch.Tensor
+    targets: torch.Tensor
+    features: torch.Tensor
+    target_mask: torch.Tensor
+    timestamps: torch.Tensor
+    is_fast: torch.Tensor
+    mask_name: str
+
+
+class AutoregressiveReconstructionModule(nn.Module):
+    """Predicts the next frame's vision features from an LLM's video hidden states.
+
+    Build it with :func:`create_autoregressive_reconstruction_module`.
+    """
+
+    def __init__(
+        self,
+        vision_tower: nn.Module | str,
+        hidden_size: int,
+        config: AutoregressiveReconstructionConfig,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.hidden_size = hidden_size
+        self.tower = make_tower(vision_tower, config.patch_size)
+        self.input_proj = nn.Linear(hidden_size, config.predictor_dim)
+        self.predictor = FlexFrameDecoder(
+            config.predictor_dim,
+            config.predictor_depth,
+            config.predictor_heads,
+            num_kv_heads=config.predictor_kv_heads,
+            mlp_ratio=config.mlp_ratio,
+            attention_backend=config.attention_backend,
+        )
+        self.output_proj = nn.Linear(config.predictor_dim, config.embedding_dim)
+        self._layouts: dict[int, FrameLayout] = {}
+        self._warned: set[str] = set()
+
+    # -- layout and mask ----------------------------------------------------------------------
+    def frame_layout(self, num_frames: int) -> FrameLayout:
+        """Which original frames, in which order, the LLM's video tokens must follow.
+
+        Example:
+            >>> module = create_autoregressive_reconstruction_module("pixels", 32, {
+            ...     "embedding_dim": 48, "patch_size": 4, "predictor_dim": 32,
+            ...     "use_fast_slow_frames": True, "num_fast": 3, "num_slow": 2})
+            >>> module.frame_layout(16).frame_indices.tolist()
+            [8, 12, 13, 14, 15]
+        """
+        layout = self._layouts.get(num_frames)
+        if layout is None:
+            cfg = self.config
+            fast_slow = None
+            if cfg.use_fast_slow_frames:
+                fast_slow = {
+                    "fast_stride": cfg.fast_stride,
+                    "slow_stride": cfg.slow_stride,
+                    "num_fast": cfg.num_fast,
+                    "num_slow": cfg.num_slow,
+                }
+            layout = FrameLayout.build(num_frames, fast_slow, cfg.merge_strategy)
+            self._layouts[num_frames] = layout
+        return layout
+
+    @property
+    def mask_name(self) -> str:
+        """The predictor's mask: the config's ``mask``, else the default for the settings."""
+        cfg = self.config
+        if cfg.mask is not None:
+            return cfg.mask
+        if cfg.use_fast_slow_frames:
+            return "timestamp-causal"
+        return "causal-frame" if cfg.use_frame_causal_mask else "token-causal"
+
+    def mask_spec(self, num_frames: int, tokens_per_frame: int) -> MaskSpec:
+        """The predictor's mask for a clip of ``num_frames`` frames.
+
+        Example:
+            >>> module = create_autoregressive_reconstruction_module("pixels", 32, {
+            ...     "embedding_dim": 48, "patch_size": 4, "predictor_dim": 32})
+            >>> module.mask_spec(num_frames=3, tokens_per_frame=2)
+            MaskSpec(causal-frame: num_frames=3, num_patches_per_frame=2; q_len=6, kv_len=6)
+        """
+        layout = self.frame_layout(num_frames)
+        f, p = len(layout), tokens_per_frame
+        is_fast = layout.is_fast
+        available: dict[str, Any] = {
+            "num_frames": f,
+            "num_patches_per_frame": p,
+            "seq_len": f * p,
+            "timestamps": layout.frame_indices.tolist(),
+            "within_frame": "full" if self.config.use_frame_causal_mask else "causal",
+            "frames_per_video": [f],
+            "num_fast_frames": int(is_fast.sum()),
+            "num_slow_frames": int((~is_fast).sum()),
+        }
+        if self.config.window_size is not None:
+            available["window_size"] = self.config.window_size
+        name = self.mask_name
+        if name == "fast-slow" and not (
+            self.config.use_fast_slow_frames and self.config.merge_strategy == "concat"
+        ):
+            raise ValueError(
+                "mask='fast-slow' describes the [slow | fast] layout: it needs "
+                "use_fast_slow_frames=True and merge_strategy='concat'"
+            )
+        entry = get_mask_entry(name)
+        params = {k: available[k] for k in entry.parameter_names if k in available}
+        self._warn_if_leaky(name, layout)
+        return get_mask(name, **params)
+
+    def _warn_if_leaky(self, name: str, layout: FrameLayout) -> None:
+        if name == "timestamp-causal" or (name in _CAUSAL_IN_ORDER and layout.in_time_order):
+            return
+        if name in self._warned:
+            return
+        self._warned.add(name)
+        if name in _CAUSAL_IN_ORDER or name in ("fast-slow", "full"):
+            why = (
+                "it lets a frame see frames shown later in time"
+                if name != "fast-slow"
+                else "fast frames see slow frames shown later in time"
+            )
+            logger.warning(
+                "mask %r leaks the future for next-frame prediction on this layout: %s. Use "
+                "'timestamp-causal' for a leak-free predictor.",
+                name,
+                why,
+            )
+        else:
+            logger.warning(
+                "mask %r is not a built-in causal mask: flexframe cannot vouch that it keeps "
+                "the future out of next-frame prediction.",
+                name,
+            )
+
+    # -- the loss ---------------------------------------------------------------------------
+    def compute_autoregressive_loss(
+        self,
+        hidden_states: torch.Tensor,
+        video_frames: torch.Tensor,
+        visual_token_mask: torch.Tensor | None = None,
+        return_outputs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ReconstructionOutputs]:
+        """The weighted next-frame reconstruction loss.
+
+        Args:
+            hidden_states: ``[B, L, hidden_size]`` LLM hidden states. The video tokens are all
+                of them, or those selected by ``visual_token_mask``; they follow
+                ``frame_layout(T)`` frame by frame, P tokens a frame.
+            video_frames: ``[B, T, C, H, W]`` the clip (the targets are computed from it).
+            visual_token_mask: ``[B, L]`` bool, which hidden states are video tokens (the same
+                number in every row).
+            return_outputs: also return :class:`ReconstructionOutputs`.
+
+        Returns:
+            The scalar loss (times ``loss_weight``), or ``(loss, outputs)``.
+        """
+        video_tokens, video = self._check_inputs(hidden_states, video_frames, visual_token_mask)
+        b, t = video.shape[:2]
+        layout = self.frame_layout(t)
+        num_layout = len(layout)
+        if not bool(layout.target_mask.any()):
+            raise ValueError(
+                f"a clip of {t} frame(s) gives no frame a next frame to predict (layout "
+                f"frames {layout.frame_indices.tolist()}); use clips of at least 2 frames"
+            )
+        if video_tokens.shape[1] % num_layout:
+            raise ValueError(
+                f"hidden_states hold {video_tokens.shape[1]} video tokens, not a whole number of "
+                f"tokens for each of the {num_layout} frames of the layout "
+                f"(frame_layout({t}).frame_indices = {layout.frame_indices.tolist()})"
+            )
+        p = video_tokens.shape[1] // num_layout
+        device = video_tokens.device
+        frame_idx = layout.frame_indices.to(video.device)
+
+        features = self._features(video.index_select(1, frame_idx), p)  # [B, F, P, E]
+        next_index = layout.next_index.to(device)
+        targets = features[:, next_index.clamp(min=0)] * layout.target_mask.to(device)[
+            None, :, None, None
+        ].to(features.dtype)
+        target_mask = layout.target_mask.to(device)[None].expand(b, -1)
+
+        spec = self.mask_spec(t, p)
+        positions = FramePositions.for_frames(num_layout, p, layout.frame_indices)
+        x = self.input_proj(video_tokens)
+        x = self.predictor(x, spec, positions=positions)
+        predictions = self.output_proj(x).view(b, num_layout, p, -1)
+
+        loss = self._loss(predictions[target_mask].float(), targets[target_mask].float())
+        loss = loss * self.config.loss_weight
+        if not return_outputs:
+            return loss
+        outputs = ReconstructionOutputs(
+            predictions=predictions,
+            targets=targets,
+            features=features,
+            target_mask=target_mask,
+            timestamps=layout.frame_indices.clone(),
+            is_fast=layout.is_fast.clone(),
+            mask_name=spec.name,
+        )
+        return loss, outputs
+
+    forward = compute_autoregressive_loss
+
+    def _check_inputs(
+        self,
+        hidden_states: torch.Tensor,
+        video_frames: torch.Tensor,
+        visual_token_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(video_frames, torch.Tensor) or video_frames.dim() != 5:
+            shape = tuple(video_frames.shape) if isinstance(video_frames, torch.Tensor) else None
+            raise ValueError(f"video_frames must be [B, T, C, H, W], got shape {shape}")
+        if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
+            shape = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else None
+            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {shape}")
+        if hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"hidden_states have width {hidden_states.shape[-1]} but the module was built "
+                f"with hidden_size={self.hidden_size}"
+            )
+        if hidden_states.shape[0] != video_frames.shape[0]:
+            raise ValueError(
+                f"hidden_states hold {hidden_states.shape[0]} sequences but video_frames hold "
+                f"{video_frames.shape[0]} clips"
+            )
+        if visual_token_mask is None:
+            return hidden_states, video_frames
+        if (
+            visual_token_mask.dtype != torch.bool
+            or visual_token_mask.shape != hidden_states.shape[:2]
+        ):
+            raise ValueError(
+                f"visual_token_mask must be a bool tensor of shape {tuple(hidden_states.shape[:2])}"
+                f", got {visual_token_mask.dtype} of shape {tuple(visual_token_mask.shape)}"
+            )
+        counts = visual_token_mask.sum(dim=1)
+        if not bool((counts == counts[0]).all()):
+            raise ValueError(
+                f"visual_token_mask selects a different number of tokens in each row: "
+                f"{counts.tolist()}; every clip needs the same number of video tokens"
+            )
+        b = hidden_states.shape[0]
+        return hidden_states[visual_token_mask].view(b, int(counts[0]), -1), video_frames
+
+    def _features(self, frames: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+        """Tower features of ``[B, F, C, H, W]`` frames, pooled to P tokens: ``[B, F, P, E]``."""
+        b, f = frames.shape[:2]
+        feats = self.tower(frames.flatten(0, 1))  # [B*F, P_tower, E]
+        if feats.shape[-1] != self.config.embedding_dim:
+            raise ValueError(
+                f"the vision tower's features are {feats.shape[-1]} wide but embedding_dim is "
+                f"{self.config.embedding_dim}; set embedding_dim to {feats.shape[-1]}"
+            )
+        feats = pool_tokens(feats, tokens_per_frame)
+        if self.config.normalize_targets:
+            feats = F.layer_norm(feats.float(), feats.shape[-1:]).to(feats.dtype)
+        return feats.view(b, f, tokens_per_frame, -1)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kind = self.config.loss_type
+        if kind == "mse":
+            return F.mse_loss(pred, target)
+        if kind == "smooth_l1":
+            return F.smooth_l1_loss(pred, target)
+        return (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
+
+    def train(self, mode: bool = True) -> AutoregressiveReconstructionModule:
+        super().train(mode)
+        self.tower.train(False)
+        return self
+
+
+def pool_tokens(features: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """Average-pool ``[N, P_tower, E]`` patch features to ``[N, P, E]``.
+
+    Square grids pool over 2-D windows (``16x16 -> 8x8``); otherwise runs of ``P_tower / P``
+    consecutive patches are averaged. A count that does not divide is an error.
+
+    Example:
+        >>> pool_tokens(torch.arange(16.).view(1, 16, 1), 4).flatten().tolist()
+        [2.5, 4.5, 10.5, 12.5]
+    """
+    n, pt, e = features.shape
+    p = tokens_per_frame
+    if pt == p:
+        return features
+    if p > pt or pt % p:
+        raise ValueError(
+            f"the LLM has {p} tokens per frame but the vision tower gives {pt} patches per "
+            f"frame; the targets can be pooled only when {p} divides {pt}"
+        )
+    side_t, side = math.isqrt(pt), math.isqrt(p)
+    if side_t * side_t == pt and side * side == p and side_t % side == 0:
+        k = side_t // side
+        grid = features.transpose(1, 2).reshape(n, e, side_t, side_t)
+        return F.avg_pool2d(grid, k).reshape(n, e, p).transpose(1, 2)
+    return features.view(n, p, pt // p, e).mean(dim=2)
+
+
+def create_autoregressive_reconstruction_module(
+    vision_tower: nn.Module | str,
+    hidden_size: int,
+    config: AutoregressiveReconstructionConfig | Mapping[str, Any] | str | os.PathLike,
+) -> AutoregressiveReconstructionModule:
+    """Build the next-frame reconstruction loss for an LLM of width ``hidden_size``.
+
+    Args:
+        vision_tower: the encoder whose features are the targets (any ``nn.Module`` returning
+            ``[N, P, E]`` or an object with ``last_hidden_state``; a frozen copy is kept), or
+            ``"pixels"`` for normalised pixel patches of ``config.patch_size``.
+        hidden_size: width of the LLM's hidden states.
+        config: a dict, a YAML file path, or an :class:`AutoregressiveReconstructionConfig`.
+
+    Example:
+        >>> import torch
+        >>> from flexframe import create_autoregressive_reconstruction_module
+        >>> module = create_autoregressive_reconstruction_module("pixels", hidden_size=32, config={
+        ...     "embedding_dim": 48, "patch_size": 4, "predictor_dim": 32, "loss_weight": 0.1})
+        >>> video = torch.rand(2, 3, 3, 8, 8)      # [B, T, C, H, W]: 3 frames of 2x2 patches
+        >>> h = torch.randn(2, 3 * 4, 32)          # [B, L, hidden]: 4 tokens a frame
+        >>> loss = module.compute_autoregressive_loss(hidden_states=h, video_frames=video)
+        >>> loss.shape, loss.item() > 0
+        (torch.Size([]), True)
+    """
+    hidden_size = check_int("hidden_size", hidden_size, minimum=1)
+    cfg = AutoregressiveReconstructionConfig.from_any(config)
+    return AutoregressiveReconstructionModule(vision_tower, hidden_size, cfg)
