@@ -79,11 +79,32 @@ class PiecewiseKey:
         zero = torch.zeros(1, dtype=torch.int64)
         return PiecewiseKey(zero, zero + value, 0, length)
 
+    @property
+    def monotone(self) -> bool:
+        """True when the key never decreases along the positions (then a block's extremes are
+        its first and last position)."""
+        cached = self.__dict__.get("_monotone")
+        if cached is None:
+            ends = torch.cat([self.starts[1:], torch.tensor([self.length])]) - 1
+            last_of_segment = self.offsets + self.slope * ends
+            first_of_next = self.offsets[1:] + self.slope * self.starts[1:]
+            cached = bool((last_of_segment[:-1] <= first_of_next).all())
+            object.__setattr__(self, "_monotone", cached)
+        return cached
+
+    def on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(starts, offsets)`` on ``device``, copied there once."""
+        copies = self.__dict__.setdefault("_copies", {})
+        key = str(device)
+        if key not in copies:
+            copies[key] = (self.starts.to(device), self.offsets.to(device))
+        return copies[key]
+
     def evaluate(self, positions: torch.Tensor) -> torch.Tensor:
         """The key at each of ``positions`` (any shape, values in ``[0, length)``)."""
-        starts = self.starts.to(positions.device)
+        starts, offsets = self.on(positions.device)
         segment = torch.searchsorted(starts, positions, right=True) - 1
-        return self.offsets.to(positions.device)[segment] + self.slope * positions
+        return offsets[segment] + self.slope * positions
 
     def block_min_max(
         self, block_size: int, device: torch.device | str = "cpu"
@@ -95,9 +116,13 @@ class PiecewiseKey:
         """
         num_blocks = -(-self.length // block_size)
         block_starts = torch.arange(num_blocks, dtype=torch.int64, device=device) * block_size
+        if self.monotone:
+            block_lasts = (block_starts + block_size).clamp(max=self.length) - 1
+            return self.evaluate(block_starts), self.evaluate(block_lasts)
         # The pieces: maximal runs of positions in one segment and one block. On a piece the key
         # is monotone (slope >= 0), so its extremes sit at the piece's two ends.
-        cuts = torch.unique(torch.cat([self.starts.to(device), block_starts]))  # sorted
+        starts, _ = self.on(device)
+        cuts = torch.unique(torch.cat([starts, block_starts]))  # sorted
         piece_first = cuts
         end = torch.full((1,), self.length, dtype=torch.int64, device=device)
         piece_last = torch.cat([cuts[1:], end]) - 1
@@ -166,11 +191,18 @@ def _padded_blocks(length: int, block_size: int, device: torch.device | str) -> 
 def _dense_to_ordered(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``[nq, nk]`` bool -> (``[1, 1, nq]`` counts, ``[1, 1, nq, nk]`` indices), torch's ordering.
 
-    Indices of the set blocks come first in ascending order, as ``create_block_mask`` lays them.
+    Indices of the set blocks come first in ascending order, then the others in ascending order:
+    what ``create_block_mask``'s stable descending argsort gives, computed here with two prefix
+    sums and a scatter instead of a sort.
     """
-    grid = grid.to(torch.int32)
-    num = grid.sum(dim=-1).to(torch.int32)
-    indices = torch.argsort(grid, dim=-1, descending=True, stable=True).to(torch.int32)
+    nk = grid.shape[-1]
+    ones = grid.to(torch.int32)
+    num = ones.sum(dim=-1, dtype=torch.int32)
+    slot_if_set = ones.cumsum(dim=-1) - 1
+    slot_if_unset = num[:, None] + (1 - ones).cumsum(dim=-1) - 1
+    slot = torch.where(grid, slot_if_set, slot_if_unset).long()
+    columns = torch.arange(nk, dtype=torch.int32, device=grid.device).expand_as(slot)
+    indices = torch.empty_like(columns).scatter_(1, slot, columns)
     return num[None, None].contiguous(), indices[None, None].contiguous()
 
 
