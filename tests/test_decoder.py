@@ -217,3 +217,25 @@ def test_bad_inputs_are_named():
             mask_params={"seq_len": 12},
             memory=torch.randn(1, 3, DIM),
         )
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    spec = get_mask("causal-frame", **MASKS["causal-frame"])
+    plain = make_decoder("sdpa").train()
+    torch.manual_seed(0)
+    ckpt = FlexFrameDecoder(DIM, depth=2, num_heads=HEADS, num_kv_heads=KV_HEADS,
+                            attention_backend="sdpa", activation_checkpointing=True).train()  # fmt: skip
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, spec.q_len, DIM)
+    grads, mlp_calls = [], []
+    for model in (plain, ckpt):
+        calls = []
+        hook = model.layers[0].self_attn.register_forward_pre_hook(lambda *args: calls.append(1))
+        model.zero_grad()
+        model(x, spec).pow(2).sum().backward()
+        hook.remove()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        mlp_calls.append(len(calls))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert mlp_calls == [1, 2]  # checkpointing recomputed the layer in the backward pass

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask
+from torch.utils.checkpoint import checkpoint
 
 from flexframe._checks import check_int
 from flexframe.masks import MaskSpec, get_mask
@@ -94,6 +95,8 @@ class FlexFrameDecoder(nn.Module):
         attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"``; see ``flexframe.nn.attention``.
         bias: biases in the linear layers.
         rotary: frame+patch rotary positions in every attention (head_dim a multiple of 4).
+        activation_checkpointing: recompute each layer's activations in the backward pass
+            instead of storing them (``torch.utils.checkpoint``, non-reentrant).
 
     Example:
         >>> import torch
@@ -119,9 +122,11 @@ class FlexFrameDecoder(nn.Module):
         attention_backend: Backend = "auto",
         bias: bool = False,
         rotary: bool = True,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         depth = check_int("depth", depth, minimum=1)
+        self.activation_checkpointing = bool(activation_checkpointing)
         if not mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
         self.dim = check_int("dim", dim, minimum=1)
@@ -201,5 +206,10 @@ class FlexFrameDecoder(nn.Module):
         elif memory_mask is not None:
             raise ValueError("memory_mask was given without memory")
         for layer in self.layers:
-            x = layer(x, spec, positions, memory, cross, memory_positions)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(
+                    layer, x, spec, positions, memory, cross, memory_positions, use_reentrant=False
+                )
+            else:
+                x = layer(x, spec, positions, memory, cross, memory_positions)
         return self.norm(x)

@@ -51,6 +51,7 @@ class AutoregressiveReconstructionConfig:
         loss_type: ``"mse"``, ``"smooth_l1"`` or ``"cosine"``.
         normalize_targets: normalise each target patch over its E features (mean 0, var 1).
         attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"``.
+        activation_checkpointing: recompute the predictor's layers in the backward pass.
         patch_size: patch size of the built-in ``"pixels"`` tower.
 
     Example:
@@ -79,6 +80,7 @@ class AutoregressiveReconstructionConfig:
     loss_type: str = "mse"
     normalize_targets: bool = False
     attention_backend: str = "auto"
+    activation_checkpointing: bool = False
     patch_size: int = 14
 
     def __post_init__(self) -> None:
@@ -87,7 +89,7 @@ class AutoregressiveReconstructionConfig:
             raise TypeError(f"loss_weight must be a number, got {self.loss_weight!r}")
         if self.loss_weight < 0:
             raise ValueError(f"loss_weight must be >= 0, got {self.loss_weight}")
-        for key in ("use_frame_causal_mask", "normalize_targets"):
+        for key in ("use_frame_causal_mask", "normalize_targets", "activation_checkpointing"):
             _check_bool(key, getattr(self, key))
         if self.use_fast_slow_frames is not None:
             _check_bool("use_fast_slow_frames", self.use_fast_slow_frames)

@@ -90,6 +90,7 @@ class AutoregressiveReconstructionModule(nn.Module):
             num_kv_heads=config.predictor_kv_heads,
             mlp_ratio=config.mlp_ratio,
             attention_backend=config.attention_backend,
+            activation_checkpointing=config.activation_checkpointing,
         )
         self.output_proj = nn.Linear(config.predictor_dim, config.embedding_dim)
         self._layouts: dict[int, FrameLayout] = {}
