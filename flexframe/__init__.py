@@ -35,10 +35,22 @@ from flexframe.sampling import (
     preset_for_num_frames,
     sample_fast_slow_frames,
 )
+from flexframe.viz import (
+    compare_masks,
+    mask_summary,
+    plot_block_sparsity,
+    plot_frame_timeline,
+    visualize_mask,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "compare_masks",
+    "mask_summary",
+    "plot_block_sparsity",
+    "plot_frame_timeline",
+    "visualize_mask",
     "AutoregressiveReconstructionConfig",
     "create_autoregressive_reconstruction_module",
     "FAST_SLOW_PRESETS",

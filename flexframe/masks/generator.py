@@ -6,6 +6,9 @@ same name, never a second implementation.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 
 from flexframe._checks import check_int
@@ -78,6 +81,20 @@ class FrameLevelMaskGenerator:
             num_patches_per_frame=num_patches_per_frame,
         )
         return spec.to_dense(device)
+
+    def visualize_mask(
+        self,
+        mask: Any,
+        title: str = "My Frame Mask",
+        path: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Draw ``mask`` (dense tensor, MaskSpec or BlockMask) and save it as a PNG named after
+        the title (``"My Frame Mask"`` -> ``my_frame_mask.png``); see
+        :func:`flexframe.viz.visualize_mask`. Returns the matplotlib figure."""
+        from flexframe.viz import visualize_mask
+
+        return visualize_mask(mask, title, path, **kwargs)
 
     def create_frame_position_ids(
         self, num_frames: int, num_patches_per_frame: int, device: torch.device | str | None = None

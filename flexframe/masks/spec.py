@@ -232,6 +232,19 @@ class MaskSpec:
     def __or__(self, other: MaskSpec) -> MaskSpec:
         return self._combine(other, "|")
 
+    # -- Jupyter ---------------------------------------------------------------------------------
+    # Pictures live in flexframe.viz, which depends on this module; the import is deferred to
+    # the call so that masks stay importable without drawing anything.
+    def _repr_png_(self) -> bytes:
+        from flexframe.viz import mask_to_png
+
+        return mask_to_png(self)
+
+    def _repr_markdown_(self) -> str:
+        from flexframe.viz import mask_summary
+
+        return "```\n" + mask_summary(self) + "\n```"
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"MaskSpec({self.name}: {params}; q_len={self.q_len}, kv_len={self.kv_len})"
