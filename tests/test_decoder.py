@@ -229,8 +229,10 @@ def test_activation_checkpointing_gives_the_same_gradients():
     x = torch.randn(2, spec.q_len, DIM)
     grads, mlp_calls = [], []
     for model in (plain, ckpt):
-        calls = []
-        hook = model.layers[0].self_attn.register_forward_pre_hook(lambda *args: calls.append(1))
+        calls: list[int] = []
+        hook = model.layers[0].self_attn.register_forward_pre_hook(
+            lambda *args, calls=calls: calls.append(1)
+        )
         model.zero_grad()
         model(x, spec).pow(2).sum().backward()
         hook.remove()
