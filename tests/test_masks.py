@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
     block_mask_grids,
@@ -198,3 +198,14 @@ def test_and_or_combine_like_logical_and_or(a, b):
     partial, full = block_mask_grids(both.block_mask("cpu", 2))
     want_partial, want_full = expected_block_grids(dense_a & dense_b, 2, 2)
     assert torch.equal(partial, want_partial) and torch.equal(full, want_full)
+
+
+@given(mask_configs(), block_sizes)
+@settings(max_examples=30)
+def test_closed_form_q_side_equals_torchs_transpose(config, block_size):
+    # The backward pass reads the q-side tensors; they must be what torch derives from the kv side.
+    spec = get_mask(config[0], **config[1])
+    closed = spec.block_mask("cpu", block_size, builder="closed-form")
+    generic = spec.block_mask("cpu", block_size, builder="create_block_mask")
+    for attr in ("q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+        assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr

@@ -225,14 +225,22 @@ def build_block_mask(
         ``seq_lengths = (q_len, kv_len)``.
     """
     partial, full = relation.block_grids(*block_size, device=device)
+    # Both sides from the grids directly: what BlockMask.from_kv_blocks would derive by
+    # densifying the kv side again and sorting its transpose, without the round trip.
     kv_num_blocks, kv_indices = _dense_to_ordered(partial)
     full_kv_num_blocks, full_kv_indices = _dense_to_ordered(full)
-    return BlockMask.from_kv_blocks(
+    q_num_blocks, q_indices = _dense_to_ordered(partial.t())
+    full_q_num_blocks, full_q_indices = _dense_to_ordered(full.t())
+    return BlockMask(
+        (relation.q_len, relation.kv_len),
         kv_num_blocks,
         kv_indices,
         full_kv_num_blocks,
         full_kv_indices,
+        q_num_blocks,
+        q_indices,
+        full_q_num_blocks,
+        full_q_indices,
         BLOCK_SIZE=block_size,
         mask_mod=mask_mod,
-        seq_lengths=(relation.q_len, relation.kv_len),
     )
