@@ -101,3 +101,28 @@ def test_reconstruction_loss_under_bf16_autocast_on_the_flex_backend(fast_slow):
     loss.backward()
     assert torch.isfinite(loss) and hidden.grad.abs().sum() > 0
     assert out.predictions.dtype == torch.bfloat16
+
+
+@pytest.mark.cuda
+def test_tuned_kernel_options_give_the_default_result():
+    from flexframe.nn.attention import default_kernel_options
+
+    spec = get_mask("timestamp-causal", **CASES["timestamp-causal"])
+    assert default_kernel_options("cuda") == (
+        {"USE_TMA": True} if torch.cuda.get_device_capability()[0] == 9 else {}
+    )
+    torch.manual_seed(0)
+    tuned = FlexFrameDecoder(256, 2, 4, attention_backend="flex").cuda().to(torch.bfloat16)
+    plain = FlexFrameDecoder(256, 2, 4, attention_backend="flex", kernel_options={})
+    plain = plain.cuda().to(torch.bfloat16)
+    plain.load_state_dict(tuned.state_dict())
+    x = torch.randn(2, spec.q_len, 256, device="cuda", dtype=torch.bfloat16)
+    direction = torch.randn(x.shape, device="cuda")
+    results = []
+    for model in (tuned, plain):
+        xi = x.clone().requires_grad_(True)
+        out = model(xi, spec)
+        (out.float() * direction).sum().backward()
+        results.append((out.detach(), xi.grad))
+    assert rel_err(results[0][0], results[1][0]) < 1e-2
+    assert rel_err(results[0][1], results[1][1]) < 1e-2

@@ -188,22 +188,22 @@ def _padded_blocks(length: int, block_size: int, device: torch.device | str) -> 
     return padded
 
 
-def _dense_to_ordered(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[nq, nk]`` bool -> (``[1, 1, nq]`` counts, ``[1, 1, nq, nk]`` indices), torch's ordering.
+def _dense_to_ordered(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[..., n, k]`` bool -> (``[..., n]`` counts, ``[..., n, k]`` indices), torch's ordering.
 
     Indices of the set blocks come first in ascending order, then the others in ascending order:
     what ``create_block_mask``'s stable descending argsort gives, computed here with two prefix
-    sums and a scatter instead of a sort.
+    sums and a scatter instead of a sort. Several grids go through at once (fewer launches).
     """
-    nk = grid.shape[-1]
-    ones = grid.to(torch.int32)
+    k = grids.shape[-1]
+    ones = grids.to(torch.int32)
     num = ones.sum(dim=-1, dtype=torch.int32)
     slot_if_set = ones.cumsum(dim=-1) - 1
-    slot_if_unset = num[:, None] + (1 - ones).cumsum(dim=-1) - 1
-    slot = torch.where(grid, slot_if_set, slot_if_unset).long()
-    columns = torch.arange(nk, dtype=torch.int32, device=grid.device).expand_as(slot)
-    indices = torch.empty_like(columns).scatter_(1, slot, columns)
-    return num[None, None].contiguous(), indices[None, None].contiguous()
+    slot_if_unset = num[..., None] + (1 - ones).cumsum(dim=-1) - 1
+    slot = torch.where(grids, slot_if_set, slot_if_unset).long()
+    columns = torch.arange(k, dtype=torch.int32, device=grids.device).expand_as(slot)
+    indices = torch.empty_like(columns).scatter_(-1, slot, columns)
+    return num, indices
 
 
 def build_block_mask(
@@ -227,20 +227,20 @@ def build_block_mask(
     partial, full = relation.block_grids(*block_size, device=device)
     # Both sides from the grids directly: what BlockMask.from_kv_blocks would derive by
     # densifying the kv side again and sorting its transpose, without the round trip.
-    kv_num_blocks, kv_indices = _dense_to_ordered(partial)
-    full_kv_num_blocks, full_kv_indices = _dense_to_ordered(full)
-    q_num_blocks, q_indices = _dense_to_ordered(partial.t())
-    full_q_num_blocks, full_q_indices = _dense_to_ordered(full.t())
+    if partial.shape[0] == partial.shape[1]:
+        num, idx = _dense_to_ordered(torch.stack([partial, full, partial.t(), full.t()]))
+        kv, full_kv, q, full_q = ((num[i][None, None], idx[i][None, None]) for i in range(4))
+    else:
+        num, idx = _dense_to_ordered(torch.stack([partial, full]))
+        kv, full_kv = ((num[i][None, None], idx[i][None, None]) for i in range(2))
+        num, idx = _dense_to_ordered(torch.stack([partial.t(), full.t()]))
+        q, full_q = ((num[i][None, None], idx[i][None, None]) for i in range(2))
     return BlockMask(
         (relation.q_len, relation.kv_len),
-        kv_num_blocks,
-        kv_indices,
-        full_kv_num_blocks,
-        full_kv_indices,
-        q_num_blocks,
-        q_indices,
-        full_q_num_blocks,
-        full_q_indices,
+        *kv,
+        *full_kv,
+        *q,
+        *full_q,
         BLOCK_SIZE=block_size,
         mask_mod=mask_mod,
     )

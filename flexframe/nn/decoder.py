@@ -52,9 +52,12 @@ class DecoderLayer(nn.Module):
         attention_backend: Backend,
         bias: bool,
         rotary: bool = True,
+        kernel_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        attn_args = (dim, num_heads, num_kv_heads, head_dim, attention_backend, bias, rotary)
+        attn_args = (
+            dim, num_heads, num_kv_heads, head_dim, attention_backend, bias, rotary, kernel_options
+        )  # fmt: skip
         self.norm_self = nn.LayerNorm(dim)
         self.self_attn = Attention(*attn_args)
         self.norm_cross = nn.LayerNorm(dim) if cross_attention else None
@@ -97,6 +100,8 @@ class FlexFrameDecoder(nn.Module):
         rotary: frame+patch rotary positions in every attention (head_dim a multiple of 4).
         activation_checkpointing: recompute each layer's activations in the backward pass
             instead of storing them (``torch.utils.checkpoint``, non-reentrant).
+        kernel_options: flex_attention ``kernel_options`` for every attention; ``None`` takes
+            the tuned default for the device (``flexframe.nn.attention.default_kernel_options``).
 
     Example:
         >>> import torch
@@ -123,6 +128,7 @@ class FlexFrameDecoder(nn.Module):
         bias: bool = False,
         rotary: bool = True,
         activation_checkpointing: bool = False,
+        kernel_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         depth = check_int("depth", depth, minimum=1)
@@ -142,6 +148,7 @@ class FlexFrameDecoder(nn.Module):
                 attention_backend,
                 bias,
                 rotary,
+                kernel_options,
             )
             for _ in range(depth)
         )
