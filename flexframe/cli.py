@@ -1,0 +1,327 @@
+"""The ``flexframe`` command: list masks, draw one, and run the seed design's ablation.
+
+Three subcommands (``flexframe SUBCOMMAND --help`` for each)::
+
+    flexframe masks [PATTERN]                        the registered masks and their parameters
+    flexframe show NAME KEY=VALUE ... [--out FILE]   draw a mask (every token, and its blocks)
+    flexframe ablate [--config FILE] [--videos ...]  train the four configurations, print a table
+
+``python -m flexframe`` is the same command. Errors in what was typed (an unknown mask, a bad
+parameter, a missing file) print one line on stderr and exit with status 2.
+
+Example:
+    >>> main(["masks", "token-*"])
+    token-causal(seq_len: int)
+        ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flexframe._checks import close_matches, did_you_mean
+
+__all__ = ["build_parser", "main", "parse_mask_params"]
+
+PROG = "flexframe"
+
+
+class UsageError(Exception):
+    """Something the user typed is wrong; printed as one line, exit status 2."""
+
+
+# -- masks ---------------------------------------------------------------------------------------
+def _cmd_masks(args: argparse.Namespace) -> int:
+    from flexframe import get_mask_entry, list_masks
+
+    names = list_masks(args.pattern)
+    if not names:
+        hint = did_you_mean(args.pattern, list_masks())
+        raise UsageError(
+            f"no registered mask matches {args.pattern!r}.{hint} Registered masks: "
+            f"{', '.join(list_masks())}"
+        )
+    for name in names:
+        entry = get_mask_entry(name)
+        print(entry.signature())
+        print(f"    {entry.description}")
+    return 0
+
+
+# -- show ----------------------------------------------------------------------------------------
+def parse_mask_params(items: Sequence[str]) -> dict[str, Any]:
+    """Mask parameters from ``KEY=VALUE`` words: ``["num_frames=3"]`` -> ``{"num_frames": 3}``.
+
+    Each value is read as YAML, so ``3`` is an int, ``[0, 4, 2]`` a list, ``full`` a string and
+    ``true`` a bool; a value YAML cannot read stays a string.
+
+    Raises:
+        UsageError: an item without ``=``, an empty key, or a key given twice.
+
+    Example:
+        >>> parse_mask_params(["num_frames=3", "timestamps=[0,4,2]", "within_frame=full"])
+        {'num_frames': 3, 'timestamps': [0, 4, 2], 'within_frame': 'full'}
+    """
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(
+                f"mask parameters are KEY=VALUE (for example num_frames=3), got {item!r}"
+            )
+        if key in params:
+            raise UsageError(f"mask parameter {key!r} is given twice: {params[key]!r} and {text!r}")
+        try:
+            params[key] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            params[key] = text
+    return params
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from flexframe import get_mask, viz
+
+    params = parse_mask_params(args.params)
+    try:
+        spec = get_mask(args.name, **params)
+    except KeyError as exc:  # KeyError's str() adds quotes; the message is args[0]
+        raise UsageError(exc.args[0]) from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out) if args.out is not None else Path(f"{args.name}.png")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out must name a .png file, got '{args.out}'")
+    blocks_out = out.with_name(f"{out.stem}_blocks{out.suffix}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    block_size = args.block_size
+    print(viz.mask_summary(spec, block_size=block_size))
+    stats = viz.block_sparsity(spec, block_size)
+    print(
+        f"block sparsity: {100 * stats.skipped_share:.1f}% ({stats.skipped} of {stats.total} "
+        f"blocks of {block_size}x{block_size} skipped)"
+    )
+    viz.visualize_mask(spec, path=out, block_size=block_size)
+    viz.plot_block_sparsity(spec, block_size, path=blocks_out)
+    print(f"wrote {out} (every token) and {blocks_out} ({block_size}x{block_size} blocks)")
+    return 0
+
+
+# -- ablate --------------------------------------------------------------------------------------
+def _seeds_arg(text: str) -> int | list[int]:
+    """``3`` (a count), ``0,1,2`` or ``[0, 1, 2]`` (a list)."""
+    text = text.strip()
+    try:
+        value = yaml.safe_load(f"[{text}]" if "," in text and not text.startswith("[") else text)
+    except yaml.YAMLError:
+        value = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list):
+        return value
+    raise argparse.ArgumentTypeError(f"expected a count or a list like 0,1,2, got {text!r}")
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("none", "null", "preset"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or 'none', got {text!r}") from None
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``AblationConfig`` field, grouped by section, absent unless given."""
+    from flexframe.experiment.config import CONFIG_SECTIONS, AblationConfig
+
+    defaults = AblationConfig()
+    groups = {s: parser.add_argument_group(f"{s} settings") for s in CONFIG_SECTIONS}
+    for f in dataclasses.fields(AblationConfig):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = "none" if default is None else default
+        kw: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f"{meta['help']} (default: {shown})",
+        }
+        kind = meta["kind"]
+        if kind == "int":
+            kw.update(type=int, metavar="N")
+        elif kind == "int?":
+            kw.update(type=_optional_int, metavar="N")
+        elif kind == "float":
+            kw.update(type=float, metavar="X")
+        elif kind == "bool":
+            kw.update(action=argparse.BooleanOptionalAction)
+        elif kind == "choice":
+            kw.update(choices=meta["choices"])
+        elif kind == "seeds":
+            kw.update(type=_seeds_arg, metavar="N|LIST")
+        elif kind == "paths":
+            kw.update(nargs="+", metavar="PATH_OR_GLOB")
+        elif kind == "path":
+            kw.update(metavar="DIR")
+        groups[meta["section"]].add_argument(flag, **kw)
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from flexframe.experiment import AblationConfig, load_ablation_config, run_ablation
+    from flexframe.experiment.ablation import load_ablation_data, resolve_backend, resolve_device
+
+    # Everything the user chose is checked (and the data loaded) before any training, so that a
+    # mistake is one line; an error during training is a bug and keeps its traceback.
+    try:
+        config = load_ablation_config(args.config) if args.config else AblationConfig()
+        overrides = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(AblationConfig)
+            if hasattr(args, f.name)
+        }
+        if overrides:
+            config = config.updated(**overrides)
+        if Path(config.out).exists() and not Path(config.out).is_dir():
+            raise ValueError(f"out must be a folder, but '{config.out}' is a file")
+        resolve_backend(config.attention_backend, resolve_device(config.device))
+        data = load_ablation_data(config)
+    except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        result = run_ablation(config, data=data)
+    except FloatingPointError as exc:  # a diverging loss: the settings, not the code
+        print(f"{PROG} ablate: error: {exc}", file=sys.stderr)
+        return 1
+    paths = result.save(config.out)
+    print(result.markdown(), end="")
+    written = ", ".join(str(p) for p in paths.values())
+    print(f"wrote {written} ({result.total_seconds:.0f} s in all)", file=sys.stderr)
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``flexframe`` argument parser with its three subcommands.
+
+    Example:
+        >>> build_parser().parse_args(["show", "token-causal", "seq_len=4"]).params
+        ['seq_len=4']
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Frame-level attention masks for video models: list them, draw them, and "
+        "run the seed design's ablation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    masks = sub.add_parser(
+        "masks",
+        help="list the registered masks",
+        description="List the registered masks: signature (parameters and defaults) and a "
+        "one-line description.",
+    )
+    masks.add_argument(
+        "pattern",
+        nargs="?",
+        default=None,
+        metavar="PATTERN",
+        help="wildcard filter, e.g. '*causal*' (quote it)",
+    )
+    masks.set_defaults(handler=_cmd_masks)
+
+    show = sub.add_parser(
+        "show",
+        help="draw a mask to PNG and print its summary",
+        description="Build a registered mask, print its summary and block sparsity, and draw it "
+        "twice: every token (FILE) and FlexAttention's blocks (FILE_blocks.png).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  flexframe show causal-frame num_frames=3 num_patches_per_frame=3 --out m.png\n"
+        "  flexframe show timestamp-causal timestamps=[0,4,2] num_patches_per_frame=2\n"
+        "values are read as YAML: 3 is an int, [0,4,2] a list, full a string",
+    )
+    show.add_argument("name", help="the mask's registry name (see `flexframe masks`)")
+    show.add_argument(
+        "params", nargs="*", metavar="KEY=VALUE", help="the mask's parameters, e.g. num_frames=3"
+    )
+    show.add_argument(
+        "--out", metavar="FILE", default=None, help="PNG to write (default: NAME.png)"
+    )
+    show.add_argument(
+        "--block-size",
+        type=int,
+        default=128,
+        metavar="N",
+        help="FlexAttention block size for the block picture and sparsity (default: 128)",
+    )
+    show.set_defaults(handler=_cmd_show)
+
+    ablate = sub.add_parser(
+        "ablate",
+        help="run the seed design's ablation and print its table",
+        description="Train the reconstruction setup under four configurations (Baseline: "
+        "token-causal mask, all frames; +Frame Mask; +Fast-Slow; Full) with the same seeds, data "
+        "and budget, and report block sparsity, training loss, held-out next-frame error against "
+        "the 'next frame = this frame' baseline, and time. Writes results.json, results.md, "
+        "loss_curves.png and masks.png into --out. Every setting can come from a YAML file "
+        "(--config; see examples/ablation.yaml); flags override it.",
+    )
+    ablate.add_argument(
+        "--config", metavar="FILE", default=None, help="YAML file of settings (flags override it)"
+    )
+    _add_setting_flags(ablate)
+    ablate.set_defaults(handler=_cmd_ablate)
+    return parser
+
+
+def _unknown_flags_message(command: str, extras: list[str], parser: argparse.ArgumentParser) -> str:
+    flags = [
+        s
+        for action in parser._actions  # argparse keeps no public list of a parser's flags
+        for s in action.option_strings
+    ]
+    first = extras[0]
+    if command == "show" and first.startswith("--"):
+        key = first[2:].split("=")[0].replace("-", "_")
+        return (
+            f"unrecognized argument {first!r}: mask parameters are given as KEY=VALUE, e.g. {key}=3"
+        )
+    hits = close_matches(first.split("=")[0], flags) if first.startswith("-") else []
+    hint = f" Did you mean {hits[0]!r}?" if hits else ""
+    return f"unrecognized argument(s): {' '.join(extras)}.{hint}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flexframe`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status.
+
+    Example:
+        >>> main(["masks", "full"])
+        full(seq_len: int, kv_len: int | None = None)
+            Everything visible: ...
+        0
+    """
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exc.code or 0)
+    if extras:
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        message = _unknown_flags_message(args.command, extras, sub)
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
