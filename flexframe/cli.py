@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,7 +171,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             kw.update(type=_seeds_arg, metavar="N|LIST")
         elif kind == "paths":
             kw.update(nargs="+", metavar="PATH_OR_GLOB")
-        elif kind == "path":
+        elif kind in ("path", "path?"):
             kw.update(metavar="DIR")
         groups[meta["section"]].add_argument(flag, **kw)
 
@@ -196,11 +197,21 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         data = load_ablation_data(config)
     except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    from flexframe.distributed import shutdown_distributed
+    from flexframe.experiment.ablation import RunStopped
+
     try:
         result = run_ablation(config, data=data)
     except FloatingPointError as exc:  # a diverging loss: the settings, not the code
         print(f"{PROG} ablate: error: {exc}", file=sys.stderr)
         return 1
+    except RunStopped as exc:
+        print(f"{PROG} ablate: {exc}; run the same command again to resume", file=sys.stderr)
+        return 0
+    finally:
+        shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 alone writes files and prints the table
     paths = result.save(config.out)
     print(result.markdown(), end="")
     written = ", ".join(str(p) for p in paths.values())

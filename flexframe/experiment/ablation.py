@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -61,6 +62,8 @@ __all__ = [
     "AblationData",
     "AblationResult",
     "FrameEncoder",
+    "RunStopped",
+    "TrainStep",
     "build_models",
     "leak_free",
     "load_ablation_data",
@@ -384,6 +387,7 @@ def module_config(
         "predictor_dim": config.predictor_dim,
         "attention_backend": backend,
         "loss_type": config.loss_type,
+        "activation_checkpointing": config.activation_checkpointing,
     }
 
 
@@ -520,29 +524,27 @@ class _Eval:
 
 
 def _evaluate(
-    encoder: FrameEncoder,
-    module: nn.Module,
+    model: nn.Module,
     clips: Tensor,
     layout: Any,
     targets_of: Tensor,
     config: AblationConfig,
     device: torch.device,
 ) -> _Eval:
-    """Sums of squared errors over every held-out clip, divided once at the end."""
+    """Sums of squared errors over every held-out clip, divided once at the end.
+
+    Under torchrun every rank evaluates all held-out clips (they are few): each rank then runs
+    the same number of forward passes, which FSDP's collectives need, and gets the same numbers.
+    """
     t = clips.shape[1]
-    layout_idx = layout.frame_indices.to(device)
     last = (targets_of == t - 1).to(device)  # [F] the positions that predict frame T - 1
     sums = torch.zeros(4, dtype=torch.float64)
     counts = torch.zeros(2, dtype=torch.float64)
-    encoder.eval()
-    module.eval()
+    model.eval()
     with torch.no_grad():
         for lo in range(0, len(clips), config.eval_batch_size):
             video = clips[lo : lo + config.eval_batch_size].to(device)
-            hidden = encoder(video[:, layout_idx])
-            _, out = module.compute_autoregressive_loss(
-                hidden_states=hidden, video_frames=video, return_outputs=True
-            )
+            _, out = model(video, return_outputs=True)
             m = out.target_mask
             pred, tgt, feat = out.predictions.double(), out.targets.double(), out.features.double()
             sums[0] += (pred[m] - tgt[m]).pow(2).sum().cpu()
@@ -555,22 +557,64 @@ def _evaluate(
     return _Eval(own[0], own[1], last_frame[0], last_frame[1])
 
 
+class TrainStep(nn.Module):
+    """The stand-in LLM and the reconstruction module as one module whose ``forward`` is the
+    loss, so that DDP and FSDP2 see (and synchronise) every trainable parameter in one call.
+
+    Example:
+        >>> cfg = AblationConfig(hidden_size=16, predictor_dim=16, num_frames=4, image_size=16)
+        >>> step = TrainStep(*build_models(cfg, ABLATION_CONFIGURATIONS[1], seed=0))
+        >>> step(torch.rand(2, 4, 1, 16, 16)).shape
+        torch.Size([])
+    """
+
+    def __init__(self, encoder: FrameEncoder, module: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.module = module
+
+    def forward(self, video: Tensor, return_outputs: bool = False) -> Any:
+        """The loss on ``video`` ``[B, T, C, H, W]`` (and the outputs if asked)."""
+        layout = self.module.frame_layout(num_frames=video.shape[1])
+        hidden = self.encoder(video[:, layout.frame_indices.to(video.device)])  # [B, F*P, D]
+        return self.module.compute_autoregressive_loss(
+            hidden_states=hidden, video_frames=video, return_outputs=return_outputs
+        )
+
+
+class RunStopped(Exception):
+    """Raised when ``stop_after_step`` ends a run early (its checkpoint lets it resume)."""
+
+
+def _checkpoint_folder(config: AblationConfig, configuration: AblationConfiguration, seed: int):
+    slug = configuration.name.lower().replace("+", "plus-").replace(" ", "-")
+    return Path(config.checkpoint_dir) / f"{slug}-seed{seed}"
+
+
 def _run_one(
     config: AblationConfig,
     configuration: AblationConfiguration,
     seed: int,
     data: AblationData,
-    device: torch.device,
+    env: Any,
     backend: str,
     show_progress: bool,
+    keep_state: bool = False,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from flexframe import viz
+    from flexframe.distributed import (
+        all_reduce_mean,
+        load_checkpoint,
+        rank_slice,
+        save_checkpoint,
+        wrap_model,
+    )
 
+    device = env.device
     t = config.num_frames
     encoder, module = build_models(config, configuration, seed, data.channels, device, backend)
-    params = [p for m in (encoder, module) for p in m.parameters() if p.requires_grad]
     init_checksum = _init_checksum(encoder, module)
     layout = module.frame_layout(num_frames=t)
     spec = module.mask_spec(num_frames=t, tokens_per_frame=config.tokens_per_frame)
@@ -581,33 +625,52 @@ def _run_one(
             f"(layout frames {layout.frame_indices.tolist()}), so the common last-frame metric "
             "is undefined"
         )
+    parallel = config.parallel
+    if parallel == "auto":
+        parallel = "fsdp" if device.type == "cuda" else "ddp"
+    model = wrap_model(TrainStep(encoder, module), env, parallel)
+    params = [p for p in model.parameters() if p.requires_grad]
+    num_parameters = sum(
+        p.numel() for m in (encoder, module) for p in m.parameters() if p.requires_grad
+    )
+    # One global batch a step; each rank takes its contiguous share, so W processes make the
+    # update one process makes over the whole batch.
     order = _batch_order(len(data.train), config.steps, config.batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, config.warmup_steps, config.steps)
     )
-    layout_idx = layout.frame_indices.to(device)
     losses: list[float] = []
+    rows_seen: list[list[int]] = []  # this rank's clips, step by step
+    start_step = 0
+    folder = _checkpoint_folder(config, configuration, seed) if config.checkpoint_dir else None
+    if folder is not None and (folder / "latest").is_file():
+        latest = folder / (folder / "latest").read_text().strip()
+        state = load_checkpoint(latest, model, optimizer)
+        start_step = state["step"]
+        losses = list(state["extra"]["losses"])
+        schedule.load_state_dict(state["extra"]["schedule"])
     bar = tqdm(
         total=config.steps,
+        initial=start_step,
         desc=f"{configuration.name} (seed {seed})",
         disable=not show_progress,
         leave=False,
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    encoder.train()
-    module.train()
+    model.train()
     start = time.perf_counter()
-    for step in range(config.steps):
-        video = data.train[order[step]].to(device, non_blocking=True)  # [B, T, C, H, W]
-        hidden = encoder(video[:, layout_idx])  # [B, F * P, hidden]
-        loss = module.compute_autoregressive_loss(hidden_states=hidden, video_frames=video)
+    for step in range(start_step, config.steps):
+        rows = rank_slice(order[step].tolist(), env)
+        rows_seen.append(rows)
+        video = data.train[rows].to(device, non_blocking=True)  # [B / W, T, C, H, W]
+        loss = model(video)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss.detach()))
+        losses.append(all_reduce_mean(loss.detach(), env))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(
                 f"{configuration.name} (seed {seed}): the loss became {losses[-1]} at step "
@@ -616,14 +679,25 @@ def _run_one(
         bar.update(1)
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+        done = step + 1
+        stopping = config.stop_after_step is not None and done >= config.stop_after_step
+        if folder is not None and (done % config.checkpoint_every == 0 or stopping):
+            _save(folder, done, model, optimizer, schedule, losses, env, save_checkpoint)
+        if stopping and done < config.steps:
+            bar.close()
+            raise RunStopped(
+                f"{configuration.name} (seed {seed}) stopped after step {done} as asked "
+                f"(stop_after_step={config.stop_after_step})"
+                + (f"; its checkpoint is in {folder}" if folder is not None else "")
+            )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - start
     bar.close()
-    scores = _evaluate(encoder, module, data.test, layout, targets_of, config, device)
+    scores = _evaluate(model, data.test, layout, targets_of, config, device)
     no_leak = leak_free(spec, layout.frame_indices, targets_of, config.tokens_per_frame)
     tail = max(1, config.steps // 10)
-    return {
+    run = {
         "configuration": configuration.name,
         "seed": seed,
         "mask": mask_label(spec),
@@ -631,7 +705,7 @@ def _run_one(
         "num_tokens": spec.q_len,
         "block_sparsity": 100.0 * viz.block_sparsity(spec, 128).skipped_share,
         "leak_free": no_leak,
-        "num_parameters": sum(p.numel() for p in params),
+        "num_parameters": num_parameters,
         "final_train_loss": statistics.fmean(losses[-tail:]),
         "test_error": scores.test_error,
         "copy_error": scores.copy_error,
@@ -642,8 +716,40 @@ def _run_one(
         "batch_order_checksum": _sha(order),
         "layout_frame_indices": layout.frame_indices.tolist(),
         "loss_curve": losses,
+        "world_size": env.world_size,
+        "parallel": parallel if env.distributed else "none",
+        "resumed_from_step": start_step,
+        "_rows_seen": rows_seen,
+        "_order": order.tolist(),
         "_spec": spec,
     }
+    if keep_state:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        run["_state"] = get_model_state_dict(model, options=options)
+    return run
+
+
+def _save(folder, done, model, optimizer, schedule, losses, env, save_checkpoint) -> None:
+    """A checkpoint in ``folder/step-NNNNNN``, then ``folder/latest`` naming it (rank 0, after
+    every rank has written, so ``latest`` never names a half-written checkpoint)."""
+    import torch.distributed as dist
+
+    name = f"step-{done:06d}"
+    extra = {"losses": list(losses), "schedule": schedule.state_dict()}
+    save_checkpoint(folder / name, model, optimizer, done, extra)
+    if env.distributed:
+        dist.barrier()
+    if env.is_main:
+        tmp = folder / "latest.tmp"
+        tmp.write_text(name)
+        tmp.replace(folder / "latest")
+    if env.distributed:
+        dist.barrier()
 
 
 # -- the whole ablation ------------------------------------------------------------------------
@@ -858,8 +964,15 @@ def run_ablation(
     data: AblationData | None = None,
     log: Log | None = None,
     progress: bool | None = None,
+    configurations: Sequence[AblationConfiguration] = ABLATION_CONFIGURATIONS,
+    keep_state: bool = False,
 ) -> AblationResult:
     """Train and test every configuration of :data:`ABLATION_CONFIGURATIONS` for every seed.
+
+    Under ``torchrun`` it joins the process group (NCCL on GPUs, gloo on the CPU), splits every
+    global batch across the ranks, wraps the model with FSDP2 or DDP (``config.parallel``) and
+    averages the logged losses; only rank 0 logs and draws progress bars. Without torchrun it
+    runs in one process.
 
     Args:
         config: the settings.
@@ -868,28 +981,48 @@ def run_ablation(
         log: receives one line per event (data loaded, each run finished); stderr by default;
             ``config.quiet`` silences the per-run lines.
         progress: show a tqdm bar per run; default: when stderr is a terminal and not quiet.
+        configurations: which rows to run (default: all four).
+        keep_state: keep each run's final full state dict in ``run["_state"]`` (for tests).
 
     Returns:
         An :class:`AblationResult`; call ``.save(config.out)`` for the files and ``.markdown()``
         for the table.
+
+    Raises:
+        RunStopped: when ``config.stop_after_step`` ends a run early.
     """
+    from flexframe.distributed import DistributedEnv, init_distributed
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        env = init_distributed("cpu" if config.device == "cpu" else None)
+    else:
+        env = DistributedEnv.single(resolve_device(config.device))
+    if config.batch_size % env.world_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} does not split over {env.world_size} processes; "
+            "choose a multiple of the number of processes"
+        )
     log = log or _stderr
+    if not env.is_main:
+        log = _silent  # one writer: rank 0
     if progress is None:
         progress = sys.stderr.isatty() and not config.quiet
-    device = resolve_device(config.device)
+    progress = progress and env.is_main
+    device = env.device
     backend = resolve_backend(config.attention_backend, device)
     started = time.perf_counter()
     data = load_ablation_data(config, log) if data is None else data
     log(f"data: {data.description}")
+    where = f"{env.world_size} processes" if env.distributed else str(device)
     log(
-        f"running {len(ABLATION_CONFIGURATIONS)} configurations x {len(config.seeds)} seed(s), "
-        f"{config.steps} steps each, on {device} ({backend} attention)"
+        f"running {len(configurations)} configurations x {len(config.seeds)} seed(s), "
+        f"{config.steps} steps each, on {where} ({backend} attention)"
     )
     runs: list[dict[str, Any]] = []
     masks: dict[str, Any] = {}
     for seed in config.seeds:
-        for configuration in ABLATION_CONFIGURATIONS:
-            run = _run_one(config, configuration, seed, data, device, backend, progress)
+        for configuration in configurations:
+            run = _run_one(config, configuration, seed, data, env, backend, progress, keep_state)
             runs.append(run)
             masks.setdefault(configuration.name, run["_spec"])
             if not config.quiet:
@@ -899,6 +1032,8 @@ def run_ablation(
                     f"(copy {run['copy_error']:.4g}), last frame {run['last_frame_error']:.4g}, "
                     f"{run['train_seconds']:.1f} s"
                 )
-    return AblationResult(
-        config, data, str(device), backend, runs, masks, time.perf_counter() - started
-    )
+    return AblationResult(config, data, where, backend, runs, masks, time.perf_counter() - started)
+
+
+def _silent(message: str) -> None:
+    """Ranks other than 0 say nothing."""

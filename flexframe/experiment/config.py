@@ -170,6 +170,32 @@ class AblationConfig:
     )
     eval_batch_size: int = _setting(32, "training", "clips per held-out batch", "int", minimum=1)
     device: str = _setting("auto", "training", "auto (cuda if present), cpu or cuda[:i]", "device")
+    parallel: str = _setting(
+        "auto",
+        "training",
+        "under torchrun: fsdp (FSDP2 fully_shard), ddp, or auto (fsdp on GPUs, ddp on the CPU)",
+        "choice",
+        choices=("auto", "fsdp", "ddp"),
+    )
+    activation_checkpointing: bool = _setting(
+        False, "training", "recompute the predictor's layers in the backward pass", "bool"
+    )
+    checkpoint_dir: str | None = _setting(
+        None,
+        "training",
+        "save each run's training state here (torch.distributed.checkpoint) and resume from it",
+        "path?",
+    )
+    checkpoint_every: int = _setting(
+        50, "training", "steps between checkpoints (with checkpoint_dir)", "int", minimum=1
+    )
+    stop_after_step: int | None = _setting(
+        None,
+        "training",
+        "stop each run after this many steps, as a killed run would (to test resuming)",
+        "int?",
+        minimum=1,
+    )
     # -- output ------------------------------------------------------------------------------
     out: str = _setting("runs/ablation", "output", "folder for results and pictures", "path")
     quiet: bool = _setting(False, "output", "no progress bars or per-run lines", "bool")
@@ -361,7 +387,9 @@ def _check_value(f: dataclasses.Field, value: Any) -> Any:
             if not isinstance(v, (str, os.PathLike)) or not str(v):
                 raise TypeError(f"{name}[{i}] must be a path or glob, got {v!r}")
         return [os.fspath(v) for v in value]
-    if kind == "path":
+    if kind == "path?" and value is None:
+        return None
+    if kind in ("path", "path?"):
         if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
             raise TypeError(f"{name} must be a path, got {value!r}")
         return os.fspath(value)
