@@ -562,9 +562,9 @@ class TrainStep(nn.Module):
     loss, so that DDP and FSDP2 see (and synchronise) every trainable parameter in one call.
 
     Example:
-        >>> cfg = AblationConfig(hidden_size=16, predictor_dim=16, num_frames=4, image_size=16)
+        >>> cfg = AblationConfig(hidden_size=16, predictor_dim=16, image_size=16)
         >>> step = TrainStep(*build_models(cfg, ABLATION_CONFIGURATIONS[1], seed=0))
-        >>> step(torch.rand(2, 4, 1, 16, 16)).shape
+        >>> step(torch.rand(2, 32, 1, 16, 16)).shape  # [B, T, C, H, W] -> the loss
         torch.Size([])
     """
 
