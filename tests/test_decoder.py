@@ -241,3 +241,24 @@ def test_activation_checkpointing_gives_the_same_gradients():
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
     assert mlp_calls == [1, 2]  # checkpointing recomputed the layer in the backward pass
+
+
+def test_sdpa_backend_with_bare_block_masks_equals_the_specs():
+    # Bare BlockMasks go through dense_from_block_mask and a cache keyed by the object; with the
+    # BlockMask cache off each one is freed after use, so a later one may reuse its address.
+    from flexframe import set_block_mask_cache_size
+
+    decoder = make_decoder("sdpa").eval()
+    x = torch.randn(1, 20, DIM)
+    set_block_mask_cache_size(0)
+    try:
+        for timestamps in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [0, 0, 0, 0, 0], [2, 0, 4, 1, 3]) * 3:
+            spec = get_mask("timestamp-causal", timestamps=timestamps, num_patches_per_frame=4)
+            block_mask = spec.block_mask("cpu", builder="closed-form")
+            with torch.no_grad():
+                got = decoder(x, block_mask, positions=FramePositions.from_mask(spec))
+                want = decoder(x, spec)
+            torch.testing.assert_close(got, want)
+            del block_mask, spec
+    finally:
+        set_block_mask_cache_size(64)

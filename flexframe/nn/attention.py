@@ -159,25 +159,35 @@ def dense_from_block_mask(block_mask: BlockMask) -> torch.Tensor:
 
 
 class _DenseCache:
-    """A small LRU of dense masks for the sdpa backend (each is q_len x kv_len booleans)."""
+    """A small LRU of dense masks for the sdpa backend (each is q_len x kv_len booleans).
+
+    A ``MaskSpec`` is keyed by what identifies it (name, params, lengths and the code of its
+    mask_mod factory, so a re-registered mask is not served stale); a bare ``BlockMask`` by its
+    identity, with the entry holding the BlockMask itself so that its ``id`` cannot be reused by
+    another object while the entry lives.
+    """
 
     def __init__(self, maxsize: int = 8) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[Any, torch.Tensor] = OrderedDict()
+        self._data: OrderedDict[Any, tuple[Any, torch.Tensor]] = OrderedDict()
 
     def get(self, mask: MaskSpec | BlockMask, device: torch.device) -> torch.Tensor:
-        key = (mask.cache_key if isinstance(mask, MaskSpec) else id(mask), str(device))
-        dense = self._data.get(key)
-        if dense is None:
-            if isinstance(mask, MaskSpec):
-                dense = mask.to_dense(device)
-            else:
-                dense = dense_from_block_mask(mask).to(device)
-            self._data[key] = dense
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+        if isinstance(mask, MaskSpec):
+            factory_code = getattr(mask.mod_factory, "__code__", mask.mod_factory)
+            key = ("spec", mask.cache_key, factory_code, str(device))
         else:
+            key = ("block_mask", id(mask), str(device))
+        entry = self._data.get(key)
+        if entry is not None and (isinstance(mask, MaskSpec) or entry[0] is mask):
             self._data.move_to_end(key)
+            return entry[1]
+        if isinstance(mask, MaskSpec):
+            dense = mask.to_dense(device)
+        else:
+            dense = dense_from_block_mask(mask).to(device)
+        self._data[key] = (mask, dense)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
         return dense
 
 
