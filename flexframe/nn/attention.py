@@ -19,6 +19,7 @@ frame counts that vary from batch to batch cost a bounded number of compilations
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -49,21 +50,26 @@ def default_kernel_options(device: torch.device | str) -> dict[str, Any]:
     (``USE_TMA``) measured 3-9 % faster forward and 0-3 % faster forward+backward on frame masks
     (``benchmarks/RESULTS.md``, H200, head dim 128, bf16, 16K-64K tokens); everywhere else, and
     on a torch that does not know the option, the default ``{}`` is the fallback that always
-    works.
+    works. Decided once per device.
 
     Example:
         >>> default_kernel_options("cpu")
         {}
     """
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return {}
+    return dict(_kernel_options_for(str(torch.device(device))))
+
+
+@functools.cache
+def _kernel_options_for(device: str) -> tuple[tuple[str, Any], ...]:
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return ()
     from torch.nn.attention.flex_attention import FlexKernelOptions
 
-    major, _ = torch.cuda.get_device_capability(device)
+    major, _ = torch.cuda.get_device_capability(dev)
     if major == 9 and "USE_TMA" in getattr(FlexKernelOptions, "__annotations__", {}):
-        return {"USE_TMA": True}
-    return {}
+        return (("USE_TMA", True),)
+    return ()
 
 
 def compiled_flex_attention() -> Callable[..., torch.Tensor]:
@@ -195,6 +201,14 @@ _DENSE_CACHE = _DenseCache()
 _LOGGED_CHOICES: set[tuple[str, bool, str]] = set()
 
 
+def _check_backend(requested: object) -> None:
+    if requested not in BACKENDS:
+        raise ValueError(
+            f"attention_backend must be one of {', '.join(BACKENDS)}, got {requested!r}."
+            f"{did_you_mean(str(requested), BACKENDS)}"
+        )
+
+
 def choose_backend(requested: Backend, device: torch.device, training: bool) -> str:
     """The backend ``requested`` resolves to on ``device`` (``auto``: see the module docstring).
 
@@ -204,11 +218,7 @@ def choose_backend(requested: Backend, device: torch.device, training: bool) -> 
         >>> choose_backend("auto", torch.device("cpu"), training=False)
         'flex'
     """
-    if requested not in BACKENDS:
-        raise ValueError(
-            f"attention_backend must be one of {', '.join(BACKENDS)}, got {requested!r}."
-            f"{did_you_mean(str(requested), BACKENDS)}"
-        )
+    _check_backend(requested)
     if requested != "auto":
         return requested
     if training and device.type == "cpu":
@@ -276,7 +286,7 @@ class Attention(nn.Module):
                 )
             head_dim = dim // num_heads
         head_dim = check_int("head_dim", head_dim, minimum=1)
-        choose_backend(attention_backend, torch.device("cpu"), False)  # validate the name early
+        _check_backend(attention_backend)
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.attention_backend = attention_backend
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
