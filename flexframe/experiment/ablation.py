@@ -500,11 +500,14 @@ def _init_checksum(*modules: nn.Module) -> str:
 
 
 def _batch_order(num_clips: int, steps: int, batch_size: int, seed: int) -> Tensor:
-    """``[steps, batch_size]`` clip indices: epochs of random permutations, one per seed."""
-    g = torch.Generator().manual_seed(seed)
-    needed = steps * batch_size
-    perms = [torch.randperm(num_clips, generator=g) for _ in range(-(-needed // num_clips))]
-    return torch.cat(perms)[:needed].view(steps, batch_size)
+    """``[steps, batch_size]`` clip indices: the global batches of ``flexframe.distributed``
+    (epochs of seeded permutations), the same for every configuration of a seed."""
+    from itertools import islice
+
+    from flexframe.distributed import global_batches
+
+    batches = islice(global_batches(num_clips, batch_size, seed), steps)
+    return torch.tensor(list(batches), dtype=torch.int64).view(steps, batch_size)
 
 
 def _lr_factor(step: int, warmup: int, steps: int) -> float:
