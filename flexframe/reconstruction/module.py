@@ -93,7 +93,9 @@ class AutoregressiveReconstructionModule(nn.Module):
             activation_checkpointing=config.activation_checkpointing,
         )
         self.output_proj = nn.Linear(config.predictor_dim, config.embedding_dim)
+        # Built once per clip length (and tokens per frame), not at every training step.
         self._layouts: dict[int, FrameLayout] = {}
+        self._specs: dict[tuple[int, int], tuple[MaskSpec, FramePositions]] = {}
         self._warned: set[str] = set()
 
     # -- layout and mask ----------------------------------------------------------------------
@@ -133,7 +135,7 @@ class AutoregressiveReconstructionModule(nn.Module):
         return "causal-frame" if cfg.use_frame_causal_mask else "token-causal"
 
     def mask_spec(self, num_frames: int, tokens_per_frame: int) -> MaskSpec:
-        """The predictor's mask for a clip of ``num_frames`` frames.
+        """The predictor's mask for a clip of ``num_frames`` frames (built once per shape).
 
         Example:
             >>> module = create_autoregressive_reconstruction_module("pixels", 32, {
@@ -141,6 +143,14 @@ class AutoregressiveReconstructionModule(nn.Module):
             >>> module.mask_spec(num_frames=3, tokens_per_frame=2)
             MaskSpec(causal-frame: num_frames=3, num_patches_per_frame=2; q_len=6, kv_len=6)
         """
+        return self._mask_and_positions(num_frames, tokens_per_frame)[0]
+
+    def _mask_and_positions(
+        self, num_frames: int, tokens_per_frame: int
+    ) -> tuple[MaskSpec, FramePositions]:
+        cached = self._specs.get((num_frames, tokens_per_frame))
+        if cached is not None:
+            return cached
         layout = self.frame_layout(num_frames)
         f, p = len(layout), tokens_per_frame
         is_fast = layout.is_fast
@@ -167,7 +177,10 @@ class AutoregressiveReconstructionModule(nn.Module):
         entry = get_mask_entry(name)
         params = {k: available[k] for k in entry.parameter_names if k in available}
         self._warn_if_leaky(name, layout)
-        return get_mask(name, **params)
+        spec = get_mask(name, **params)
+        positions = FramePositions.for_frames(f, p, layout.frame_indices)
+        self._specs[(num_frames, tokens_per_frame)] = (spec, positions)
+        return spec, positions
 
     def _warn_if_leaky(self, name: str, layout: FrameLayout) -> None:
         if name == "timestamp-causal" or (name in _CAUSAL_IN_ORDER and layout.in_time_order):
@@ -242,8 +255,7 @@ class AutoregressiveReconstructionModule(nn.Module):
         ].to(features.dtype)
         target_mask = layout.target_mask.to(device)[None].expand(b, -1)
 
-        spec = self.mask_spec(t, p)
-        positions = FramePositions.for_frames(num_layout, p, layout.frame_indices)
+        spec, positions = self._mask_and_positions(t, p)
         x = self.input_proj(video_tokens)
         x = self.predictor(x, spec, positions=positions)
         predictions = self.output_proj(x).view(b, num_layout, p, -1)
