@@ -87,19 +87,25 @@ digit_configs = st.fixed_dictionaries(
 )
 
 
-@given(digit_configs)
-@settings(max_examples=25)
-def test_clip_equals_brute_force_simulation_and_render(cfg):
-    image_size = cfg["digit_size"] + cfg["extra"]
-    ds = MovingDigits(
+def dataset_for(cfg: dict, **extra) -> MovingDigits:
+    """The 10-clip dataset a ``digit_configs`` example describes."""
+    return MovingDigits(
         10,
         num_frames=cfg["num_frames"],
-        image_size=image_size,
+        image_size=cfg["digit_size"] + cfg["extra"],
         num_digits=cfg["num_digits"],
         digit_size=cfg["digit_size"],
         seed=cfg["seed"],
         split=cfg["split"],
+        **extra,
     )
+
+
+@given(digit_configs)
+@settings(max_examples=25)
+def test_clip_equals_brute_force_simulation_and_render(cfg):
+    image_size = cfg["digit_size"] + cfg["extra"]
+    ds = dataset_for(cfg)
     motion = ds.motion(cfg["index"])
     span = float(cfg["extra"])
     expected_positions = [[None] * cfg["num_digits"] for _ in range(cfg["num_frames"])]
@@ -130,17 +136,7 @@ def test_clip_equals_brute_force_simulation_and_render(cfg):
 @given(digit_configs)
 @settings(max_examples=25)
 def test_random_draws_respect_their_ranges(cfg):
-    image_size = cfg["digit_size"] + cfg["extra"]
-    ds = MovingDigits(
-        10,
-        num_frames=cfg["num_frames"],
-        image_size=image_size,
-        num_digits=cfg["num_digits"],
-        digit_size=cfg["digit_size"],
-        seed=cfg["seed"],
-        split=cfg["split"],
-        speed=(0.5, 2.5),
-    )
+    ds = dataset_for(cfg, speed=(0.5, 2.5))
     motion = ds.motion(cfg["index"])
     assert motion.start.min() >= 0 and motion.start.max() <= cfg["extra"]
     speed = motion.velocity.norm(dim=-1)
