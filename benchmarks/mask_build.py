@@ -4,7 +4,11 @@ Builders, each timed on its own (median wall-clock ms, the device synchronized a
 warm-up excluded):
 
 - ``closed-form``: ``flexframe.masks.closed_form.build_block_mask``, the uncached builder behind
-  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work);
+  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work); for monotone relations (every
+  built-in mask but timestamp-causal over unsorted timestamps) it writes the indices from each
+  block row's interval ends (``method="intervals"``);
+- ``closed-form-grids``: the same builder made to form the partial/full grids and order them with
+  prefix sums (``method="grids"``, what any relation can use);
 - ``closed-form-cached``: ``spec.block_mask(device)`` once it is cached (what a training step
   pays after its first call);
 - ``eager``: ``torch.nn.attention.flex_attention.create_block_mask`` (materializes N x N);
@@ -38,7 +42,7 @@ from flexframe import clear_block_mask_cache
 from flexframe.masks.closed_form import build_block_mask
 from flexframe.sampling import MERGE_STRATEGIES
 
-BUILDERS = ("closed-form", "closed-form-cached", "eager", "compiled")
+BUILDERS = ("closed-form", "closed-form-grids", "closed-form-cached", "eager", "compiled")
 REFERENCE_ORDER = ("eager", "compiled")  # torch's own builders, the definition to match
 
 
@@ -101,6 +105,9 @@ def make_builders(
     bs = (block_size, block_size)
     return {
         "closed-form": lambda: build_block_mask(spec.relation, mod, bs, device),
+        "closed-form-grids": lambda: build_block_mask(
+            spec.relation, mod, bs, device, method="grids"
+        ),
         "closed-form-cached": lambda: spec.block_mask(device, block_size, builder="closed-form"),
         "eager": lambda: create_block_mask(mod, 1, 1, n_q, n_kv, device=device, BLOCK_SIZE=bs),
         "compiled": lambda: compiled(mod, 1, 1, n_q, n_kv, device=device, BLOCK_SIZE=bs),

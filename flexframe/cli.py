@@ -203,13 +203,17 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     try:
         result = run_ablation(config, data=data)
     except FloatingPointError as exc:  # a diverging loss: the settings, not the code
+        shutdown_distributed(synchronize=False)
         print(f"{PROG} ablate: error: {exc}", file=sys.stderr)
         return 1
-    except RunStopped as exc:
+    except RunStopped as exc:  # every rank stops at the same step
+        shutdown_distributed()
         print(f"{PROG} ablate: {exc}; run the same command again to resume", file=sys.stderr)
         return 0
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(synchronize=False)
+        raise
+    shutdown_distributed()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 alone writes files and prints the table
     paths = result.save(config.out)

@@ -93,9 +93,20 @@ def init_distributed(device: str | None = None) -> DistributedEnv:
     return DistributedEnv(rank, world_size, local_rank, dev)
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group, if one was joined."""
+def shutdown_distributed(*, synchronize: bool = True) -> None:
+    """Leave the process group, if one was joined.
+
+    With ``synchronize`` (the default) every rank first waits at a barrier, so no rank tears its
+    communicator down while another still talks to it: gloo aborts the process ("terminate called
+    without an active exception") when a rank exits while its peer is still finishing. Pass
+    ``synchronize=False`` on an error path, where the other ranks may never reach the barrier.
+
+    Example:
+        >>> shutdown_distributed()  # not under torchrun: nothing to leave
+    """
     if dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

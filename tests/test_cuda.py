@@ -104,6 +104,27 @@ def test_reconstruction_loss_under_bf16_autocast_on_the_flex_backend(fast_slow):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("block_size", [128, (128, 64)])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_closed_form_builder_on_the_gpu_gives_torchs_tensors(name, block_size):
+    # The host-to-device copy and the GPU searchsorted/gather route, against torch's builder.
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from flexframe.masks.closed_form import build_block_mask
+
+    spec = get_mask(name, **CASES[name])
+    bs = block_size if isinstance(block_size, tuple) else (block_size, block_size)
+    mod = spec.mask_mod_for("cuda")
+    want = create_block_mask(mod, 1, 1, spec.q_len, spec.kv_len, device="cuda", BLOCK_SIZE=bs)
+    for method in ["grids", "intervals"] if spec.relation.monotone else ["grids"]:
+        got = build_block_mask(spec.relation, mod, bs, torch.device("cuda"), method=method)
+        for attr in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                     "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):  # fmt: skip
+            tensor = getattr(got, attr)
+            assert tensor.is_cuda and torch.equal(tensor, getattr(want, attr)), (method, attr)
+
+
+@pytest.mark.cuda
 def test_tuned_kernel_options_give_the_default_result():
     from flexframe.nn.attention import default_kernel_options
 

@@ -209,3 +209,69 @@ def test_closed_form_q_side_equals_torchs_transpose(config, block_size):
     generic = spec.block_mask("cpu", block_size, builder="create_block_mask")
     for attr in ("q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
         assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr
+
+
+BLOCK_MASK_TENSORS = (
+    "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+    "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices",
+)  # fmt: skip
+
+
+@given(mask_configs(max_frames=8, max_patches=9), block_sizes)
+@settings(max_examples=60)
+def test_both_closed_form_methods_give_torchs_tensors(config, block_size):
+    # "intervals" (monotone relations; what auto takes for them) and "grids" (any relation), each
+    # against create_block_mask on the dense definition, q side included.
+    from flexframe.masks.closed_form import build_block_mask
+
+    name, params = config
+    spec = get_mask(name, **params)
+    bs = block_size if isinstance(block_size, tuple) else (block_size, block_size)
+    dense = reference_dense(name, params)
+    want = create_block_mask(
+        lambda b, h, q, kv: dense[q, kv], 1, 1, spec.q_len, spec.kv_len, device="cpu",
+        BLOCK_SIZE=bs,
+    )  # fmt: skip
+    methods = ["grids", "intervals"] if spec.relation.monotone else ["grids"]
+    for method in methods:
+        got = build_block_mask(spec.relation, spec.mask_mod, bs, "cpu", method=method)
+        for attr in BLOCK_MASK_TENSORS:
+            assert torch.equal(getattr(got, attr), getattr(want, attr)), (method, attr)
+
+
+@pytest.mark.parametrize(
+    "name, params, monotone",
+    [
+        ("causal-frame", {"num_frames": 3, "num_patches_per_frame": 2}, True),
+        ("sliding-window", {"num_frames": 3, "num_patches_per_frame": 2, "window_size": 1}, True),
+        (
+            "fast-slow",
+            {"num_fast_frames": 2, "num_slow_frames": 2, "num_patches_per_frame": 2},
+            True,
+        ),
+        ("packed-causal-frame", {"frames_per_video": [2, 1], "num_patches_per_frame": 2}, True),
+        ("token-causal", {"seq_len": 5}, True),
+        ("full", {"seq_len": 5}, True),
+        ("timestamp-causal", {"timestamps": [0, 1, 1, 3], "num_patches_per_frame": 2}, True),
+        # [slow | fast] timestamps go back in time at the boundary: the grids method serves them.
+        ("timestamp-causal", {"timestamps": [0, 4, 8, 6, 7, 8], "num_patches_per_frame": 2}, False),
+    ],
+)
+def test_which_masks_take_the_interval_method(name, params, monotone):
+    from flexframe.masks.closed_form import build_block_mask
+
+    relation = get_mask(name, **params).relation
+    assert relation.monotone is monotone
+    if not monotone:
+        with pytest.raises(ValueError, match="monotone"):
+            build_block_mask(relation, None, (2, 2), "cpu", method="intervals")
+
+
+def test_an_unknown_build_method_is_refused():
+    from flexframe.masks.closed_form import build_block_mask
+
+    relation = get_mask("causal-frame", num_frames=2, num_patches_per_frame=2).relation
+    with pytest.raises(
+        ValueError, match="method must be 'auto', 'intervals' or 'grids', got 'fast'"
+    ):
+        build_block_mask(relation, None, (2, 2), "cpu", method="fast")
