@@ -4,9 +4,8 @@ Builders, each timed on its own (median wall-clock ms, the device synchronized a
 warm-up excluded):
 
 - ``closed-form``: ``flexframe.masks.closed_form.build_block_mask``, the uncached builder behind
-  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work); for monotone relations (every
-  built-in mask but timestamp-causal over unsorted timestamps) it writes the indices from each
-  block row's interval ends (``method="intervals"``);
+  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work); it writes the indices from the
+  ends of each block row's runs of blocks (``method="intervals"``);
 - ``closed-form-grids``: the same builder made to form the partial/full grids and order them with
   prefix sums (``method="grids"``, what any relation can use);
 - ``closed-form-cached``: ``spec.block_mask(device)`` once it is cached (what a training step

@@ -220,8 +220,8 @@ BLOCK_MASK_TENSORS = (
 @given(mask_configs(max_frames=8, max_patches=9), block_sizes)
 @settings(max_examples=60)
 def test_both_closed_form_methods_give_torchs_tensors(config, block_size):
-    # "intervals" (monotone relations; what auto takes for them) and "grids" (any relation), each
-    # against create_block_mask on the dense definition, q side included.
+    # "intervals" (runs of blocks; what auto takes unless the bounds fall often) and "grids",
+    # each against create_block_mask on the dense definition, q side included.
     from flexframe.masks.closed_form import build_block_mask
 
     name, params = config
@@ -232,39 +232,79 @@ def test_both_closed_form_methods_give_torchs_tensors(config, block_size):
         lambda b, h, q, kv: dense[q, kv], 1, 1, spec.q_len, spec.kv_len, device="cpu",
         BLOCK_SIZE=bs,
     )  # fmt: skip
-    methods = ["grids", "intervals"] if spec.relation.monotone else ["grids"]
-    for method in methods:
+    for method in ["grids", "intervals"]:
         got = build_block_mask(spec.relation, spec.mask_mod, bs, "cpu", method=method)
         for attr in BLOCK_MASK_TENSORS:
             assert torch.equal(getattr(got, attr), getattr(want, attr)), (method, attr)
 
 
+@given(
+    st.lists(st.integers(0, 40), min_size=1, max_size=40),
+    st.integers(1, 5),
+    st.sampled_from(["full", "causal"]),
+    block_sizes,
+)
+@settings(max_examples=40)
+def test_interval_method_on_timestamps_that_go_back_many_times(timestamps, p, within, block_size):
+    # Many runs of rising bounds on both sides (up to one a block), against torch.
+    from flexframe.masks.closed_form import build_block_mask
+
+    params = {"timestamps": timestamps, "num_patches_per_frame": p, "within_frame": within}
+    spec = get_mask("timestamp-causal", **params)
+    bs = block_size if isinstance(block_size, tuple) else (block_size, block_size)
+    want = create_block_mask(
+        spec.mask_mod, 1, 1, spec.q_len, spec.kv_len, device="cpu", BLOCK_SIZE=bs
+    )
+    got = build_block_mask(spec.relation, spec.mask_mod, bs, "cpu", method="intervals")
+    for attr in BLOCK_MASK_TENSORS:
+        assert torch.equal(getattr(got, attr), getattr(want, attr)), attr
+
+
 @pytest.mark.parametrize(
-    "name, params, monotone",
+    "name, params, runs",
     [
-        ("causal-frame", {"num_frames": 3, "num_patches_per_frame": 2}, True),
-        ("sliding-window", {"num_frames": 3, "num_patches_per_frame": 2, "window_size": 1}, True),
+        ("causal-frame", {"num_frames": 3, "num_patches_per_frame": 2}, (1, 1)),
+        ("sliding-window", {"num_frames": 3, "num_patches_per_frame": 2, "window_size": 1}, (1, 1)),
         (
             "fast-slow",
             {"num_fast_frames": 2, "num_slow_frames": 2, "num_patches_per_frame": 2},
-            True,
+            (1, 1),
         ),
-        ("packed-causal-frame", {"frames_per_video": [2, 1], "num_patches_per_frame": 2}, True),
-        ("token-causal", {"seq_len": 5}, True),
-        ("full", {"seq_len": 5}, True),
-        ("timestamp-causal", {"timestamps": [0, 1, 1, 3], "num_patches_per_frame": 2}, True),
-        # [slow | fast] timestamps go back in time at the boundary: the grids method serves them.
-        ("timestamp-causal", {"timestamps": [0, 4, 8, 6, 7, 8], "num_patches_per_frame": 2}, False),
+        ("packed-causal-frame", {"frames_per_video": [2, 1], "num_patches_per_frame": 2}, (1, 1)),
+        ("token-causal", {"seq_len": 5}, (1, 1)),
+        ("full", {"seq_len": 5}, (1, 1)),
+        ("timestamp-causal", {"timestamps": [0, 1, 1, 3], "num_patches_per_frame": 2}, (1, 1)),
+        # [slow | fast]: the timestamps go back once, at the boundary.
+        (
+            "timestamp-causal",
+            {"timestamps": [0, 4, 8, 6, 7, 8], "num_patches_per_frame": 2},
+            (2, 2),
+        ),
     ],
 )
-def test_which_masks_take_the_interval_method(name, params, monotone):
-    from flexframe.masks.closed_form import build_block_mask
-
+def test_runs_of_rising_block_bounds(name, params, runs):
     relation = get_mask(name, **params).relation
-    assert relation.monotone is monotone
-    if not monotone:
-        with pytest.raises(ValueError, match="monotone"):
-            build_block_mask(relation, None, (2, 2), "cpu", method="intervals")
+    assert relation.block_runs(2, 2) == runs
+    assert relation.monotone is (runs == (1, 1))
+
+
+def test_auto_writes_indices_from_runs_unless_there_are_too_many(monkeypatch):
+    from flexframe.masks import closed_form
+
+    calls = []
+    real = closed_form._runs_to_ordered
+    monkeypatch.setattr(closed_form, "_runs_to_ordered", lambda *a: calls.append(1) or real(*a))
+    few = get_mask("timestamp-causal", timestamps=[0, 4, 8, 6, 7, 8], num_patches_per_frame=2)
+    many = get_mask("timestamp-causal", timestamps=[9, 0] * 10, num_patches_per_frame=2)
+    assert max(many.relation.block_runs(2, 2)) > closed_form.MAX_RUNS
+    for spec, used_runs in ((few, True), (many, False)):
+        calls.clear()
+        got = closed_form.build_block_mask(spec.relation, spec.mask_mod, (2, 2), "cpu")
+        assert bool(calls) is used_runs
+        want = create_block_mask(spec.mask_mod, 1, 1, spec.q_len, spec.kv_len, device="cpu",
+                                 BLOCK_SIZE=2)  # fmt: skip
+        for attr in BLOCK_MASK_TENSORS:
+            assert torch.equal(getattr(got, attr), getattr(want, attr)), attr
 
 
 def test_an_unknown_build_method_is_refused():

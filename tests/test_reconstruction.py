@@ -21,7 +21,7 @@ GRID = [(frame, fast) for frame in (False, True) for fast in (False, True)]
 
 
 def make_module(frame_mask: bool, fast_slow: bool, **extra):
-    config = {
+    config: dict = {
         "embedding_dim": 3 * PATCH * PATCH,
         "patch_size": PATCH,
         "predictor_dim": 32,
@@ -48,11 +48,38 @@ def numbered_clip(batch: int, frames: int) -> torch.Tensor:
 
 
 # -- leakage ------------------------------------------------------------------------------------
-@settings(max_examples=16)
-@given(config=st.sampled_from(GRID), data=st.data())
-def test_later_frames_and_hidden_states_do_not_change_earlier_predictions(config, data):
-    module = make_module(*config).eval()
-    num_frames = 16
+# Fast/slow settings whose layouts are out of time order ([slow | fast] with the seed's 8/8 and
+# stride 4; interleaved), and a short clip whose streams repeat frames.
+LAYOUTS = [
+    {"num_fast": 4, "num_slow": 4},
+    {"num_fast": 8, "num_slow": 8},
+    {"num_fast": 8, "num_slow": 8, "merge_strategy": "interleave"},
+    {"num_fast": 6, "num_slow": 3, "slow_stride": 2, "merge_strategy": "interleave"},
+]
+
+
+@settings(max_examples=40)
+@given(
+    config=st.sampled_from(GRID),
+    settings=st.sampled_from(LAYOUTS),
+    num_frames=st.sampled_from([5, 16]),
+    data=st.data(),
+)
+def test_later_frames_and_hidden_states_do_not_change_earlier_predictions(
+    config, settings, num_frames, data
+):
+    check_no_leak(make_module(*config, **settings).eval(), num_frames, data)
+
+
+@given(data=st.data())
+@settings(max_examples=4)
+def test_no_leak_on_the_flex_backend_for_the_seed_layout(data):
+    # The fused kernel with the closed-form BlockMask (one compiled shape: 16 frames x 4 tokens).
+    module = make_module(True, True, num_fast=8, num_slow=8, attention_backend="flex")
+    check_no_leak(module.eval(), 16, data)
+
+
+def check_no_leak(module, num_frames: int, data) -> None:
     layout = module.frame_layout(num_frames)
     times = layout.frame_indices  # [F] original frame of each layout frame
     t = data.draw(st.integers(0, num_frames - 2), label="t")
@@ -70,6 +97,52 @@ def test_later_frames_and_hidden_states_do_not_change_earlier_predictions(config
     torch.testing.assert_close(out.predictions[:, now], out2.predictions[:, now], rtol=0, atol=1e-5)
     if (times > t).any():
         assert not torch.allclose(out.predictions[:, ~now], out2.predictions[:, ~now])
+
+
+def toy_llm(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``[B, L, D]`` -> ``[B, L, D]``: each token averages the tokens it may attend to (all
+    earlier positions when ``mask`` is None, as a token-causal LLM's attention does)."""
+    n = tokens.shape[1]
+    if mask is None:
+        mask = torch.ones(n, n, dtype=torch.bool).tril()
+    weights = mask.float() / mask.sum(-1, keepdim=True)
+    return weights @ tokens
+
+
+@pytest.mark.parametrize("merge", ["concat", "interleave"])
+def test_an_llm_with_llm_mask_hands_over_no_future_and_a_token_causal_one_does(merge):
+    # The seed's 8/8 layout is out of time order; the hidden states come from an "LLM" over the
+    # layout. Changing frame 10 must not move predictions at frames <= 9 (fast frame 9's target
+    # is frame 10) when the LLM attends with module.llm_mask; a token-causal LLM leaks it.
+    module = make_module(True, True, num_fast=8, num_slow=8, merge_strategy=merge).eval()
+    layout = module.frame_layout(16)
+    assert not layout.in_time_order
+    proj = torch.randn(3 * IMG * IMG, HIDDEN)
+    video = torch.rand(1, 16, 3, IMG, IMG)
+    video2 = video.clone()
+    video2[:, 10] = torch.rand_like(video2[:, 10])
+    llm_mask = module.llm_mask(16, tokens_per_frame=4).to_dense()
+    early = layout.frame_indices <= 9
+    moved = {}
+    for name, mask in (("llm_mask", llm_mask), ("token-causal", None)):
+        outs = []
+        for clip in (video, video2):
+            frames = clip[0, layout.frame_indices].reshape(len(layout), -1) @ proj  # [F, D]
+            tokens = frames.repeat_interleave(4, dim=0)[None]  # [1, F * 4, D]
+            with torch.no_grad():
+                _, out = module(toy_llm(tokens, mask), clip, return_outputs=True)
+            outs.append(out.predictions[:, early])
+        moved[name] = (outs[0] - outs[1]).abs().max().item()
+    assert moved["llm_mask"] < 1e-5, moved
+    assert moved["token-causal"] > 1e-3, moved
+
+
+def test_llm_mask_is_the_token_causal_mask_on_a_layout_in_time_order():
+    module = make_module(True, False)
+    want = torch.ones(5 * 4, 5 * 4, dtype=torch.bool).tril()
+    assert torch.equal(module.llm_mask(5, tokens_per_frame=4).to_dense(), want)
+    with pytest.raises(ValueError, match="tokens_per_frame"):
+        module.llm_mask(5, tokens_per_frame=0)
 
 
 def test_the_seed_designs_fast_slow_mask_fails_the_same_check_and_warns(caplog):
@@ -90,22 +163,34 @@ def test_the_seed_designs_fast_slow_mask_fails_the_same_check_and_warns(caplog):
 
 
 # -- targets and layout ----------------------------------------------------------------------
+def reference_indices(num_frames: int, stride: int, count: int, slow: bool) -> list[int]:
+    """The issue's index rules, written out: fast frames end at T - 1 (or spread over the clip);
+    slow frames sample a window of min(T, stride * count) frames ending at the clip's end."""
+    t = num_frames
+    if slow:
+        w = min(t, stride * count)
+        return [(t - w) + (i * w) // count for i in range(count)]
+    if stride * (count - 1) <= t - 1:
+        return [t - 1 - stride * (count - 1 - i) for i in range(count)]
+    return [t - 1 - ((count - 1 - i) * t) // count for i in range(count)]
+
+
 def reference_targets(num_frames: int, fast_slow: bool) -> list[int | None]:
-    """Next frame of the same stream for each layout frame (slow first), from the written rule."""
+    """Next later frame of the same stream for each layout frame (slow first), from the written
+    rule; ``None`` where no later frame follows in the stream."""
     if not fast_slow:
         return [t + 1 if t + 1 < num_frames else None for t in range(num_frames)]
-    slow = [(num_frames - min(num_frames, 16)) + i * min(num_frames, 16) // 4 for i in range(4)]
-    fast = [num_frames - 1 - (3 - i) for i in range(4)]
     out = []
-    for stream in (slow, fast):
-        for k, frame in enumerate(stream):
-            nxt = stream[k + 1] if k + 1 < len(stream) else None
-            out.append(nxt if nxt is not None and nxt > frame else None)
+    for stride, slow in ((4, True), (1, False)):  # slow, then fast (4 each, as in make_module)
+        stream = reference_indices(num_frames, stride, 4, slow)
+        for frame in stream:
+            later = [f for f in stream if f > frame]
+            out.append(min(later) if later else None)
     return out
 
 
 @pytest.mark.parametrize("frame_mask, fast_slow", GRID)
-@pytest.mark.parametrize("num_frames", [16, 20])
+@pytest.mark.parametrize("num_frames", [2, 3, 5, 16, 20])
 def test_each_frame_targets_the_next_frame_of_its_own_stream(frame_mask, fast_slow, num_frames):
     module = make_module(frame_mask, fast_slow)
     video = numbered_clip(2, num_frames)

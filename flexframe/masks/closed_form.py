@@ -25,6 +25,17 @@ of consecutive queries overlap or touch, so their union over a block row is one 
 
 Work and memory are O(number of segments + number of blocks): the per-block reductions run over
 the pieces that block boundaries cut the segments into.
+
+The index tensors are written in one of two ways (the same tensors either way):
+
+- *runs* (the default): split the blocks into runs over which the block bounds never fall (one
+  run for every built-in mask but timestamp-causal over timestamps that go back, as in
+  ``[slow | fast]``). Inside a run each condition above holds on a prefix or a suffix, so a block
+  row is a few runs of partial and full blocks whose ends come from ``searchsorted`` over one
+  entry per block, on the host. Slot ``c`` of a row then holds ``c + offset`` with the offset
+  constant on each run: one host-to-device copy and four launches on a GPU.
+- *grids*: form the ``[Q_BLOCKS, KV_BLOCKS]`` partial and full grids on the device and order each
+  row with prefix sums and a scatter.
 """
 
 from __future__ import annotations
@@ -140,9 +151,20 @@ class PiecewiseKey:
             [[0, 1], [2, 1]]
         """
         key_min, key_max = self._block_min_max_host(block_size)
-        return torch.from_numpy(key_min).to(device), torch.from_numpy(key_max).to(device)
+        return torch.tensor(key_min, device=device), torch.tensor(key_max, device=device)
 
     def _block_min_max_host(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        # Kept per block size: a relation often uses one key on both sides, and the key is
+        # immutable. Callers must not write into the arrays.
+        cache = self.__dict__.setdefault("_block_bounds", {})
+        if block_size not in cache:
+            bounds = self._compute_block_min_max(block_size)
+            for array in bounds:
+                array.flags.writeable = False
+            cache[block_size] = bounds
+        return cache[block_size]
+
+    def _compute_block_min_max(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         num_blocks = -(-self.length // block_size)
         block_starts = np.arange(num_blocks, dtype=np.int64) * block_size
         if self.monotone:
@@ -152,7 +174,8 @@ class PiecewiseKey:
         # is monotone (slope >= 0), so its extremes sit at the piece's two ends; a block's pieces
         # are consecutive, from the piece that starts at the block's start.
         starts, _ = self.host
-        piece_first = np.union1d(starts, block_starts)  # sorted, unique
+        cuts = np.sort(np.concatenate([starts, block_starts]))
+        piece_first = cuts[np.concatenate([[True], cuts[1:] != cuts[:-1]])]  # sorted, unique
         piece_last = np.append(piece_first[1:], self.length) - 1
         first_piece = np.searchsorted(piece_first, block_starts)
         key_min = np.minimum.reduceat(self._evaluate_host(piece_first), first_piece)
@@ -181,12 +204,8 @@ class IntervalRelation:
 
     @property
     def monotone(self) -> bool:
-        """True when every key never decreases along its positions.
-
-        Then each block row (and block column) of the partial and full grids is a run of at most
-        two intervals, and :func:`build_block_mask` writes the indices from the interval ends
-        without forming the grids.
-        """
+        """True when every key never decreases along its positions (then every block row and
+        column is a single run, see :meth:`block_intervals`)."""
         keys = (self.kv_key, self.q_hi) + (() if self.q_lo is None else (self.q_lo,))
         return all(key.monotone for key in keys)
 
@@ -237,83 +256,155 @@ class IntervalRelation:
 
     def block_intervals(
         self, q_block_size: int, kv_block_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The partial and full blocks of each block row and column, as interval ends.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The partial and full blocks of each block row and column, as sorted runs of blocks.
 
-        Needs :attr:`monotone`. Row ``i``'s partial kv blocks are ``[x0, x1) + [x2, x3)`` and its
-        full kv blocks ``[y0, y1)``; column ``j``'s partial and full q blocks likewise.
+        The blocks split into *runs* of consecutive blocks over which the block bounds of the
+        keys never decrease (one run when the keys only rise, as in every built-in mask but
+        timestamp-causal over timestamps that go back). Inside a run each condition of the
+        relation holds on a prefix or a suffix of the run, so a block row meets each kv run in
+        at most two runs of partial blocks and one run of full blocks; block columns likewise.
 
         Returns:
-            ``(rows, columns)`` on the CPU: ``rows`` is ``[2, NUM_Q_BLOCKS, 4]`` int64 (partial,
-            then full as ``[y0, y1, y1, y1]``) over kv blocks, ``columns`` is
-            ``[2, NUM_KV_BLOCKS, 4]`` over q blocks.
+            ``(kv_partial, kv_full, q_partial, q_full)`` on the CPU, int64 ``[R, M, 2]``: row
+            ``r`` holds its blocks ``[start, end)`` for each of its ``M`` sorted, disjoint runs
+            (some empty). ``kv_*`` rows are q blocks over kv blocks, ``q_*`` rows kv blocks.
 
         Example:
             >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
-            >>> rows, columns = IntervalRelation(kv_key=key, q_hi=key).block_intervals(2, 2)
-            >>> rows[0].tolist()  # partial: row 0 has block 1, row 1 blocks 1-2, row 2 none
-            [[0, 0, 1, 2], [0, 0, 1, 3], [0, 0, 3, 3]]
-            >>> rows[1].tolist()  # full: rows 0 and 1 have block 0, row 2 blocks 0-2
-            [[0, 1, 1, 1], [0, 1, 1, 1], [0, 3, 3, 3]]
+            >>> relation = IntervalRelation(kv_key=key, q_hi=key)
+            >>> kv_partial, kv_full, _, _ = relation.block_intervals(2, 2)
+            >>> kv_partial.tolist()  # row 0: block 1; row 1: blocks 1-2; row 2: none
+            [[[0, 0], [1, 2]], [[0, 0], [1, 3]], [[0, 0], [3, 3]]]
+            >>> kv_full.tolist()  # rows 0 and 1: block 0; row 2: blocks 0-2
+            [[[0, 1]], [[0, 1]], [[0, 3]]]
         """
-        rows, columns = self._block_intervals_host(q_block_size, kv_block_size)
-        return torch.from_numpy(rows), torch.from_numpy(columns)
+        runs = self._block_intervals_host(q_block_size, kv_block_size)
+        return tuple(torch.from_numpy(a) for a in runs)
+
+    def block_runs(self, q_block_size: int, kv_block_size: int) -> tuple[int, int]:
+        """How many runs of rising block bounds the q blocks and the kv blocks split into.
+
+        Example:
+            >>> key = PiecewiseKey.per_frame(torch.tensor([0, 2, 1, 3]), num_patches_per_frame=1)
+            >>> IntervalRelation(kv_key=key, q_hi=key).block_runs(1, 1)
+            (2, 2)
+        """
+        q_bounds, kv_bounds = self._host_bounds(q_block_size, kv_block_size)
+        return len(_rising_runs(*q_bounds.values())), len(_rising_runs(*kv_bounds.values()))
+
+    def _host_bounds(
+        self, q_block_size: int, kv_block_size: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        hi_min, hi_max = self.q_hi._block_min_max_host(q_block_size)
+        q_bounds = {"hi_min": hi_min, "hi_max": hi_max}
+        if self.q_lo is not None:
+            q_bounds["lo_min"], q_bounds["lo_max"] = self.q_lo._block_min_max_host(q_block_size)
+        key_min, key_max = self.kv_key._block_min_max_host(kv_block_size)
+        return q_bounds, {"key_min": key_min, "key_max": key_max}
 
     def _block_intervals_host(
-        self, q_block_size: int, kv_block_size: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if not self.monotone:
-            raise ValueError("block_intervals needs monotone keys (see IntervalRelation.monotone)")
-        hi_min, hi_max = self.q_hi._block_min_max_host(q_block_size)
-        key_min, key_max = self.kv_key._block_min_max_host(kv_block_size)
-        nq, nkv = hi_min.size, key_min.size
+        self, q_block_size: int, kv_block_size: int, max_runs: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """What :meth:`block_intervals` returns, as NumPy arrays; ``None`` when either side has
+        more than ``max_runs`` runs."""
+        q, kv = self._host_bounds(q_block_size, kv_block_size)
+        q_runs, kv_runs = _rising_runs(*q.values()), _rising_runs(*kv.values())
+        if max_runs is not None and max(len(q_runs), len(kv_runs)) > max_runs:
+            return None
+        nq, nkv = q["hi_min"].size, kv["key_min"].size
         # Blocks that may be full: all but a padded last block.
         nq_full = nq - (self.q_len % q_block_size != 0)
         nkv_full = nkv - (self.kv_len % kv_block_size != 0)
-        # All bounds are nondecreasing, so each condition holds on a prefix or a suffix.
-        # Row i: any visible <=> key_min[j] <= hi_max[i] (prefix) and key_max[j] >= lo_min[i]
-        # (suffix); all visible <=> key_max[j] <= hi_min[i] and key_min[j] >= lo_max[i].
-        any_end = np.searchsorted(key_min, hi_max, side="right")
-        all_end = np.minimum(np.searchsorted(key_max, hi_min, side="right"), nkv_full)
-        # Column j: any visible <=> hi_max[i] >= key_min[j] (suffix) and lo_min[i] <= key_max[j]
-        # (prefix); all visible <=> hi_min[i] >= key_max[j] and lo_max[i] <= key_min[j].
-        col_any_start = np.searchsorted(hi_max, key_min)
-        col_all_start = np.searchsorted(hi_min, key_max)
-        if self.q_lo is None:
-            any_start = all_start = np.zeros(nq, dtype=np.int64)
-            col_any_end = col_all_end = np.full(nkv, nq, dtype=np.int64)
-        else:
-            lo_min, lo_max = self.q_lo._block_min_max_host(q_block_size)
-            any_start = np.searchsorted(key_max, lo_min)
-            all_start = np.searchsorted(key_min, lo_max)
-            col_any_end = np.searchsorted(lo_min, key_max, side="right")
-            col_all_end = np.searchsorted(lo_max, key_min, side="right")
-        col_all_end = np.minimum(col_all_end, nq_full)
-        if nq_full < nq:
-            all_end[-1] = 0  # a padded row has no full block
-        if nkv_full < nkv:
-            col_all_end[-1] = 0
-        return (
-            _partial_and_full(any_start, any_end, all_start, all_end),
-            _partial_and_full(col_any_start, col_any_end, col_all_start, col_all_end),
+        lo_min, lo_max = q.get("lo_min"), q.get("lo_max")
+        two_sided = lo_min is not None
+        # Block row i over kv blocks j:
+        #   any visible <=> key_min[j] <= hi_max[i] (a prefix of a kv run)
+        #                   and key_max[j] >= lo_min[i] (a suffix);
+        #   all visible <=> key_max[j] <= hi_min[i] and key_min[j] >= lo_max[i].
+        kv_partial, kv_full = _runs_of_rows(
+            runs=kv_runs,
+            any_prefix=(kv["key_min"], q["hi_max"]),
+            any_suffix=(kv["key_max"], lo_min) if two_sided else None,
+            all_prefix=(kv["key_max"], q["hi_min"]),
+            all_suffix=(kv["key_min"], lo_max) if two_sided else None,
+            num_full_columns=nkv_full,
+            num_full_rows=nq_full,
         )
+        # Block column j over q blocks i: the same conditions read the other way round.
+        #   any visible <=> hi_max[i] >= key_min[j] (a suffix of a q run)
+        #                   and lo_min[i] <= key_max[j] (a prefix);
+        #   all visible <=> hi_min[i] >= key_max[j] and lo_max[i] <= key_min[j].
+        q_partial, q_full = _runs_of_rows(
+            runs=q_runs,
+            any_prefix=(lo_min, kv["key_max"]) if two_sided else None,
+            any_suffix=(q["hi_max"], kv["key_min"]),
+            all_prefix=(lo_max, kv["key_min"]) if two_sided else None,
+            all_suffix=(q["hi_min"], kv["key_max"]),
+            num_full_columns=nq_full,
+            num_full_rows=nkv_full,
+        )
+        return kv_partial, kv_full, q_partial, q_full
 
 
-def _partial_and_full(
-    any_start: np.ndarray, any_end: np.ndarray, all_start: np.ndarray, all_end: np.ndarray
-) -> np.ndarray:
-    """``[2, R, 4]``: partial ``[x0, x1) + [x2, x3)`` and full ``[y0, y1)`` of each row, given the
-    rows' any-visible ``[any_start, any_end)`` and all-visible ``[all_start, all_end)`` runs.
+def _rising_runs(*bounds: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: the maximal runs of blocks over which no bound decreases."""
+    n = bounds[0].size
+    falls = np.zeros(max(n - 1, 0), dtype=bool)
+    for bound in bounds:
+        falls |= bound[1:] < bound[:-1]
+    cuts = [0, *(np.flatnonzero(falls) + 1).tolist(), n]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
-    The full run lies inside the any run when it is not empty; clamping both of its ends into
-    the any run makes an empty full run a point, so partial = any minus full in both cases.
+
+Condition = tuple[np.ndarray, np.ndarray] | None  # (rising sequence over columns, row values)
+
+
+def _runs_of_rows(
+    runs: list[tuple[int, int]],
+    any_prefix: Condition,
+    any_suffix: Condition,
+    all_prefix: Condition,
+    all_suffix: Condition,
+    num_full_columns: int,
+    num_full_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's partial and full columns as sorted runs ``[R, M, 2]``.
+
+    A prefix condition ``(seq, vals)`` keeps the columns ``c`` of a run with ``seq[c] <= vals[r]``,
+    a suffix condition those with ``seq[c] >= vals[r]``; ``seq`` rises inside each run. Full needs
+    both all-conditions and no padding; partial is any minus full: two runs per column run.
     """
-    end = np.maximum(any_end, any_start)
-    y0 = np.minimum(np.maximum(all_start, any_start), end)
-    y1 = np.minimum(np.maximum(all_end, y0), end)
-    partial = np.stack([any_start, y0, y1, end], axis=-1)
-    full = np.stack([y0, y1, y1, y1], axis=-1)
-    return np.stack([partial, full]).astype(np.int64, copy=False)
+    num_rows = next(c[1].size for c in (any_prefix, any_suffix) if c is not None)
+    partial, full = [], []
+    for start, end in runs:
+        any_lo, any_hi = _run_bounds(start, end, any_prefix, any_suffix, num_rows)
+        all_lo, all_hi = _run_bounds(start, end, all_prefix, all_suffix, num_rows)
+        all_hi = np.minimum(all_hi, num_full_columns)
+        all_hi[num_full_rows:] = start  # a padded row has no full block
+        # The full run lies inside the any run when it is not empty; clamping both of its ends
+        # into the any run makes an empty full run a point, so partial = any minus full.
+        any_hi = np.maximum(any_hi, any_lo)
+        y0 = np.minimum(np.maximum(all_lo, any_lo), any_hi)
+        y1 = np.minimum(np.maximum(all_hi, y0), any_hi)
+        partial += [np.stack([any_lo, y0], -1), np.stack([y1, any_hi], -1)]
+        full += [np.stack([y0, y1], -1)]
+    return np.stack(partial, 1), np.stack(full, 1)
+
+
+def _run_bounds(
+    start: int, end: int, prefix: Condition, suffix: Condition, num_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[lo, hi)`` of each row inside the run ``[start, end)`` of columns."""
+    if suffix is None:
+        lo = np.full(num_rows, start, dtype=np.int64)
+    else:
+        lo = start + np.searchsorted(suffix[0][start:end], suffix[1], side="left")
+    if prefix is None:
+        hi = np.full(num_rows, end, dtype=np.int64)
+    else:
+        hi = start + np.searchsorted(prefix[0][start:end], prefix[1], side="right")
+    return lo.astype(np.int64), hi.astype(np.int64)
 
 
 def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.Tensor, ...]:
@@ -324,23 +415,28 @@ def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.T
     return tuple(part.view(a.shape) for part, a in zip(parts, arrays, strict=True))
 
 
-def _intervals_to_ordered(
-    intervals: np.ndarray, k: int, device: torch.device | str
+def _runs_to_ordered(
+    runs: np.ndarray, k: int, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interval ends ``[..., R, 4]`` -> counts ``[..., R]`` and indices ``[..., R, k]``.
+    """Sorted disjoint runs ``[..., R, M, 2]`` -> counts ``[..., R]`` and indices ``[..., R, k]``.
 
-    A row with set blocks ``[x0, x1) + [x2, x3)`` lists them first, ascending, then the unset
-    ones ``[0, x0) + [x1, x2) + [x3, k)``, ascending: torch's ordering. Slot ``c`` of the row
-    holds ``c + offset``, where the offset is constant on each of the five runs; the run of a
-    slot is found with one batched ``searchsorted`` over the four run ends. The run ends and
-    offsets are worked out on the host and sent in one copy; ``device`` does four launches.
+    A row lists its set blocks first, ascending, then the unset ones, ascending: torch's
+    ordering. Slot ``c`` of the row holds ``c + offset``, where the offset is constant on each of
+    the ``M`` set runs and ``M + 1`` gaps; the run of a slot is found with one batched
+    ``searchsorted`` over the ``2M`` run ends. The run ends and offsets are worked out on the host
+    and sent in one copy; ``device`` does four launches.
     """
-    x0, x1, x2, x3 = np.moveaxis(intervals, -1, 0)
-    n1 = x1 - x0
-    num = n1 + x3 - x2
-    gap1, gap2 = x0, x2 - x1
-    run_ends = np.stack([n1, num, num + gap1, num + gap1 + gap2], axis=-1)
-    offsets = np.stack([x0, x2 - n1, -num, x1 - gap1 - num, x3 - gap1 - gap2 - num], axis=-1)
+    starts, ends = runs[..., 0], runs[..., 1]
+    lengths = ends - starts
+    before = np.cumsum(lengths, -1) - lengths  # set slots before each run
+    num = lengths.sum(-1)
+    prev_end = np.concatenate([np.zeros_like(ends[..., :1]), ends], -1)  # [..., R, M + 1]
+    gaps = np.concatenate([starts, np.full_like(ends[..., :1], k)], -1) - prev_end
+    gaps_before = np.cumsum(gaps, -1) - gaps
+    run_ends = np.concatenate(
+        [before[..., 1:], num[..., None], num[..., None] + np.cumsum(gaps[..., :-1], -1)], -1
+    )
+    offsets = np.concatenate([starts - before, prev_end - gaps_before - num[..., None]], -1)
     num, run_ends, offsets = _to_device(
         num.astype(np.int32), run_ends.astype(np.int32), offsets.astype(np.int32), device=device
     )
@@ -367,6 +463,17 @@ def _dense_to_ordered(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return num, indices
 
 
+MAX_RUNS = 8  # build_block_mask's "auto" writes indices from runs up to this many runs a side
+
+
+def _stack_runs(runs: list[np.ndarray], k: int) -> np.ndarray:
+    """Stack ``[R, M_i, 2]`` run lists, padding each to the largest ``M`` with empty runs at
+    ``k`` (the end of the row, so the runs stay sorted)."""
+    m = max(r.shape[1] for r in runs)
+    padded = [np.concatenate([r, np.full((r.shape[0], m - r.shape[1], 2), k)], 1) for r in runs]
+    return np.stack(padded)
+
+
 def build_block_mask(
     relation: IntervalRelation,
     mask_mod: _mask_mod_signature,
@@ -382,10 +489,12 @@ def build_block_mask(
         mask_mod: evaluated by the kernel inside partial blocks.
         block_size: ``(BLOCK_Q, BLOCK_KV)``.
         device: where the BlockMask's tensors live.
-        method: ``"intervals"`` writes each block row's indices from its interval ends (needs
-            ``relation.monotone``; a handful of launches on a GPU), ``"grids"`` forms the partial
-            and full grids and orders them with prefix sums (any relation), ``"auto"`` takes
-            ``"intervals"`` when it applies. Both give the same tensors.
+        method: ``"intervals"`` writes each block row's indices from the ends of its runs of
+            blocks (see :meth:`IntervalRelation.block_intervals`; one copy and four launches on
+            a GPU), ``"grids"`` forms the partial and full grids and orders them with prefix
+            sums, ``"auto"`` takes ``"intervals"`` unless the bounds fall more than
+            ``MAX_RUNS`` times (then the runs outnumber what the grids cost). Both give the same
+            tensors, for any relation.
 
     Returns:
         A BlockMask with ``B = H = 1`` (it broadcasts over batch and heads) and
@@ -401,18 +510,24 @@ def build_block_mask(
     """
     if method not in ("auto", "intervals", "grids"):
         raise ValueError(f"method must be 'auto', 'intervals' or 'grids', got {method!r}")
-    use_intervals = method == "intervals" or (method == "auto" and relation.monotone)
     nq = -(-relation.q_len // block_size[0])
     nkv = -(-relation.kv_len // block_size[1])
-    if use_intervals:
-        rows, columns = relation._block_intervals_host(*block_size)
+    runs = None
+    if method != "grids":
+        runs = relation._block_intervals_host(
+            *block_size, max_runs=MAX_RUNS if method == "auto" else None
+        )
+    if runs is not None:
+        kv_partial, kv_full, q_partial, q_full = runs
         if nq == nkv:
-            num, idx = _intervals_to_ordered(np.concatenate([rows, columns]), nkv, device)
+            num, idx = _runs_to_ordered(
+                _stack_runs([kv_partial, kv_full, q_partial, q_full], nkv), nkv, device
+            )
             sides = [(num[i][None, None], idx[i][None, None]) for i in range(4)]
         else:
-            num, idx = _intervals_to_ordered(rows, nkv, device)
+            num, idx = _runs_to_ordered(_stack_runs([kv_partial, kv_full], nkv), nkv, device)
             sides = [(num[i][None, None], idx[i][None, None]) for i in range(2)]
-            num, idx = _intervals_to_ordered(columns, nq, device)
+            num, idx = _runs_to_ordered(_stack_runs([q_partial, q_full], nq), nq, device)
             sides += [(num[i][None, None], idx[i][None, None]) for i in range(2)]
     else:
         partial, full = relation.block_grids(*block_size, device=device)

@@ -3,9 +3,10 @@
 Without fast/slow sampling the layout is every frame in time order and frame t's target is
 frame t+1. With it, the layout is the merged fast/slow sequence (``[slow | fast]`` or
 interleaved), and each frame's target is the next frame *of its own stream*: the next slow frame
-for a slow frame, the next fast frame for a fast frame. A frame has no target when it is the last
-of its stream, or when the next one of its stream shows the same original frame (short clips
-repeat frames): predicting a frame from itself teaches nothing.
+for a slow frame, the next fast frame for a fast frame. Short clips repeat frames (a stream may
+read ``[0, 1, 1, 2]``): the target is then the next *later* frame of the stream, so every copy of
+frame 1 predicts frame 2, and no frame is asked to predict itself. A frame has no target when no
+later frame follows it in its stream (the last frames of each stream).
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ class FrameLayout:
         for stream in (True, False):
             where = torch.nonzero(is_fast == stream).flatten()
             where = where[torch.argsort(pos_in_stream[where])]  # layout positions in stream order
-            for here, there in zip(where[:-1].tolist(), where[1:].tolist(), strict=True):
-                if frames[there] > frames[here]:
-                    next_index[here] = there
+            # Stream frames never decrease, so the next later frame is the first greater one.
+            following = -1
+            for k in range(where.numel() - 1, -1, -1):
+                here = int(where[k])
+                if k + 1 < where.numel() and frames[where[k + 1]] > frames[here]:
+                    following = int(where[k + 1])
+                next_index[here] = following
         return FrameLayout(t, frames, is_fast, next_index)

@@ -102,6 +102,12 @@ class AutoregressiveReconstructionModule(nn.Module):
     def frame_layout(self, num_frames: int) -> FrameLayout:
         """Which original frames, in which order, the LLM's video tokens must follow.
 
+        With fast/slow frames the layout is not in time order (``[slow | fast]`` puts fast
+        frame 8 after slow frame 14). The predictor copes (its mask is ``timestamp-causal``), but
+        the hidden states it reads come from the LLM: an LLM that attends token-causally over
+        this layout lets a fast frame's hidden state see later slow frames, its own target
+        among them. Give the LLM's attention over the video tokens :meth:`llm_mask`.
+
         Example:
             >>> module = create_autoregressive_reconstruction_module("pixels", 32, {
             ...     "embedding_dim": 48, "patch_size": 4, "predictor_dim": 32,
@@ -123,6 +129,34 @@ class AutoregressiveReconstructionModule(nn.Module):
             layout = FrameLayout.build(num_frames, fast_slow, cfg.merge_strategy)
             self._layouts[num_frames] = layout
         return layout
+
+    def llm_mask(self, num_frames: int, tokens_per_frame: int) -> MaskSpec:
+        """The mask the LLM's attention over the video tokens needs for a leak-free loss.
+
+        ``timestamp-causal`` over :meth:`frame_layout`'s timestamps, token-causal inside a
+        timestamp (as an LLM is): a video token sees the tokens of every frame shown no later
+        than its own, wherever the layout puts them. On a layout in time order (no fast/slow)
+        this is exactly the LLM's usual token-causal mask. Text tokens around the video are the
+        LLM's own business; combine this mask into the LLM's mask over its video positions.
+
+        Example:
+            >>> module = create_autoregressive_reconstruction_module("pixels", 32, {
+            ...     "embedding_dim": 48, "patch_size": 4, "predictor_dim": 32,
+            ...     "use_fast_slow_frames": True, "num_fast": 4, "num_slow": 4, "slow_stride": 2})
+            >>> module.frame_layout(8).frame_indices.tolist()  # [slow | fast]
+            [0, 2, 4, 6, 4, 5, 6, 7]
+            >>> mask = module.llm_mask(num_frames=8, tokens_per_frame=1).to_dense()
+            >>> mask[4].int().tolist()  # fast frame 4 sees slow 0, 2, 4 and itself, not slow 6
+            [1, 1, 1, 0, 1, 0, 0, 0]
+        """
+        layout = self.frame_layout(num_frames)
+        p = check_int("tokens_per_frame", tokens_per_frame, minimum=1)
+        return get_mask(
+            "timestamp-causal",
+            timestamps=layout.frame_indices.tolist(),
+            num_patches_per_frame=p,
+            within_frame="causal",
+        )
 
     @property
     def mask_name(self) -> str:
