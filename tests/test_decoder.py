@@ -276,3 +276,84 @@ def test_sdpa_backend_with_bare_block_masks_equals_the_specs():
             del block_mask, spec
     finally:
         set_block_mask_cache_size(64)
+
+
+def test_rotary_positions_survive_a_bf16_model():
+    # model.to(bfloat16) must not round the frequencies or the positions: bf16 holds integers
+    # exactly only up to 256, and video timestamps and patch indices go far beyond.
+    from flexframe.nn.positions import FramePositions, FrameRotaryEmbedding
+
+    fp32 = FrameRotaryEmbedding(16)
+    bf16 = FrameRotaryEmbedding(16).to(torch.bfloat16)
+    assert bf16.inv_freq.dtype == torch.float32
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 6, 16)
+    pos = FramePositions(torch.tensor([300, 301, 1000, 1001, 4000, 4001]),
+                         torch.tensor([0, 1, 500, 501, 700, 701]))  # fmt: skip
+    err = (bf16(x.bfloat16(), pos).float() - fp32(x, pos)).abs().max()
+    assert err < 0.05, err  # bf16 rounding of the output alone
+
+
+def test_auto_trains_when_only_the_key_and_value_projections_learn():
+    # LoRA-style tuning: x needs no grad and q_proj is frozen, yet k_proj and v_proj train, so a
+    # backward pass follows and auto must not pick flex on the CPU (it has no backward there).
+    from flexframe.nn.attention import Attention
+
+    spec = get_mask("causal-frame", **MASKS["causal-frame"])
+    attn = Attention(dim=DIM, num_heads=4, attention_backend="auto").train()
+    attn.q_proj.requires_grad_(False)
+    x = torch.randn(1, spec.q_len, DIM)
+    attn(x, x, spec).sum().backward()
+    assert attn.k_proj.weight.grad is not None and attn.v_proj.weight.grad is not None
+
+
+def test_zero_kv_heads_is_refused():
+    with pytest.raises(ValueError, match="num_kv_heads.*0"):
+        FlexFrameDecoder(32, depth=1, num_heads=4, num_kv_heads=0)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_flex_equals_sdpa_with_grouped_query_heads_of_64_and_128(head_dim):
+    # The fused kernel's forward on the CPU (no backward there) against the sdpa path.
+    spec = get_mask("sliding-window", num_frames=4, num_patches_per_frame=3, window_size=1)
+    torch.manual_seed(0)
+    kwargs = dict(dim=48, depth=1, num_heads=4, num_kv_heads=2, head_dim=head_dim)
+    flex = FlexFrameDecoder(**kwargs, attention_backend="flex").eval()
+    sdpa = FlexFrameDecoder(**kwargs, attention_backend="sdpa").eval()
+    sdpa.load_state_dict(flex.state_dict())
+    x = torch.randn(2, spec.q_len, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(flex(x, spec), sdpa(x, spec), rtol=1e-4, atol=1e-5)
+
+
+def test_frame_positions_follow_timestamps_through_a_combined_mask():
+    from flexframe.nn.positions import FramePositions
+
+    ts = get_mask("timestamp-causal", timestamps=[0, 4, 2, 5], num_patches_per_frame=2)
+    window = get_mask("sliding-window", num_frames=4, num_patches_per_frame=2, window_size=1)
+    for spec in (ts & window, window & ts, ts | window):
+        assert FramePositions.from_mask(spec).frame.tolist() == [0, 0, 4, 4, 2, 2, 5, 5]
+    assert FramePositions.from_mask(window).frame.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # The decoder therefore gives the combined spec's output, not the frame index's.
+    decoder = make_decoder("sdpa")
+    x = torch.randn(1, 8, DIM)
+    spec = ts & window
+    by_spec = decoder(x, spec)
+    by_times = decoder(
+        x, spec.block_mask("cpu"), positions=FramePositions.for_frames(4, 2, [0, 4, 2, 5])
+    )
+    by_index = decoder(x, spec.block_mask("cpu"), positions=FramePositions.for_frames(4, 2))
+    torch.testing.assert_close(by_spec, by_times)
+    assert not torch.allclose(by_spec, by_index)
+
+
+def test_a_bare_block_mask_without_positions_warns_once(caplog):
+    spec = get_mask("causal-frame", **MASKS["causal-frame"])
+    decoder = make_decoder("sdpa")
+    x = torch.randn(1, spec.q_len, DIM)
+    with caplog.at_level(logging.WARNING, logger="flexframe"):
+        decoder(x, spec.block_mask("cpu"))
+        decoder(x, spec.block_mask("cpu"))
+        decoder(x, spec)
+    warnings = [r.getMessage() for r in caplog.records if "bare BlockMask" in r.getMessage()]
+    assert len(warnings) == 1 and "rotary frame+patch positions are skipped" in warnings[0]

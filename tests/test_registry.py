@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from strategies import expand_block_mask
+from torch.nn.attention.flex_attention import create_mask
 
 import flexframe
 from flexframe import MaskSpec, get_mask, list_masks, register_mask
@@ -116,6 +118,54 @@ def test_registering_a_name_twice_needs_overwrite():
         REGISTRY.unregister("test-twice")
 
 
+def _shifted_factory(shift: int):
+    def factory(seq_len: int) -> MaskSpec:
+        return MaskSpec("test-shifted", {"seq_len": seq_len}, seq_len, seq_len,
+                        mod_factory=lambda device: lambda b, h, q, kv: kv <= q - shift)  # fmt: skip
+
+    return factory
+
+
+def test_a_re_registered_mask_is_never_served_from_an_old_cache():
+    # Same name, same parameters, same factory code, another closure: every cache must follow
+    # the new registration, alone or combined with another mask, BlockMask and sdpa dense mask.
+    from flexframe.nn.attention import _DENSE_CACHE
+
+    n = 6
+    register_mask("test-shifted")(_shifted_factory(0))
+    try:
+        full = get_mask("full", seq_len=n)
+        before = get_mask("test-shifted", seq_len=n)
+        old = (before.block_mask("cpu", 2), (before & full).block_mask("cpu", 2),
+               _DENSE_CACHE.get(before, torch.device("cpu")))  # fmt: skip
+        assert bool(old[2][3, 3])  # the diagonal is visible with shift 0
+        register_mask("test-shifted", overwrite=True)(_shifted_factory(1))
+        after = get_mask("test-shifted", seq_len=n)
+        want = torch.ones(n, n, dtype=torch.bool).tril(-1)
+        assert torch.equal(after.to_dense(), want)
+        for got in (after.block_mask("cpu", 2), (after & full).block_mask("cpu", 2)):
+            assert got is not old[0] and got is not old[1]
+            # What a kernel computes from the cached BlockMask: its blocks and its mask_mod.
+            inside = create_mask(got.mask_mod, 1, 1, n, n, "cpu")[0, 0].bool()
+            assert torch.equal(expand_block_mask(got, inside), want)
+        assert torch.equal(_DENSE_CACHE.get(after, torch.device("cpu")), want)
+    finally:
+        REGISTRY.unregister("test-shifted")
+
+
+def test_specs_built_by_hand_share_no_cached_mask():
+    def spec(rule):
+        return MaskSpec("test-by-hand", {"seq_len": 4}, 4, 4, mod_factory=lambda d: rule)
+
+    lower = spec(lambda b, h, q, kv: kv <= q)
+    upper = spec(lambda b, h, q, kv: kv >= q)
+    assert lower.cache_key != upper.cache_key and lower.cache_key == lower.cache_key
+    assert torch.equal(upper.block_mask("cpu", 1).to_dense()[0, 0].bool(),
+                       torch.ones(4, 4, dtype=torch.bool).triu())  # fmt: skip
+    assert torch.equal(lower.block_mask("cpu", 1).to_dense()[0, 0].bool(),
+                       torch.ones(4, 4, dtype=torch.bool).tril())  # fmt: skip
+
+
 def test_factories_with_var_keyword_parameters_are_refused():
     def loose(**kwargs):
         raise AssertionError("never called")
@@ -162,3 +212,13 @@ def test_bad_block_size_and_builder_are_named():
         spec.block_mask("cpu", 0)
     with pytest.raises(ValueError, match="builder must be .* got 'fast'"):
         spec.block_mask("cpu", 2, builder="fast")
+
+
+def test_list_masks_is_sorted_as_strings():
+    for name in ("test-m2", "test-m10"):
+        register_mask(name)(_shifted_factory(0))
+    try:
+        assert list_masks("test-m*") == ["test-m10", "test-m2"] == sorted(list_masks("test-m*"))
+    finally:
+        for name in ("test-m2", "test-m10"):
+            REGISTRY.unregister(name)

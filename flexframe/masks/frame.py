@@ -235,4 +235,5 @@ def packed_causal_frame_mask(
         relation=IntervalRelation(
             kv_key=key, q_hi=key, q_lo=PiecewiseKey.per_frame(video_start, p)
         ),
+        frame_times=tuple((frames - video_start).tolist()),  # frame index inside its video
     )

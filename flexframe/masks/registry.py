@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flexframe._checks import close_matches, did_you_mean
 from flexframe.masks.spec import MaskSpec, clear_block_mask_cache
 
 MaskFactory = Callable[..., MaskSpec]
+_REGISTRATIONS = itertools.count()  # each registration's version, part of its specs' cache keys
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class MaskEntry:
     factory: MaskFactory
     description: str
     parameters: tuple[MaskParameter, ...]
+    version: int = field(default_factory=lambda: next(_REGISTRATIONS), compare=False)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -82,10 +85,6 @@ def _first_sentence(doc: str | None) -> str:
     # A sentence ends at a period followed by a capital or the end ("f - 2 .. f" is no end).
     match = re.match(r"(.+?[.!?])(\s+[A-Z]|$)", text)
     return match.group(1) if match else text
-
-
-def _natural_key(name: str) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 class MaskRegistry:
@@ -166,11 +165,16 @@ class MaskRegistry:
             raise TypeError(
                 f"the factory of mask {name!r} returned {type(spec).__name__}, not a MaskSpec"
             )
+        # The registration that built it (and whatever the factory itself combined) identifies
+        # the spec in the BlockMask caches: a re-registered name is never served stale.
+        tag = ("registered", name, entry.version)
+        if not (isinstance(spec.origin, tuple) and spec.origin[:3] == tag):  # a reused spec
+            object.__setattr__(spec, "origin", (*tag, spec.origin))
         return spec
 
     def list(self, pattern: str | None = None) -> list[str]:
-        """Registered names, naturally sorted, optionally filtered by a wildcard pattern."""
-        names = sorted(self._entries, key=_natural_key)
+        """Registered names, sorted, optionally filtered by a wildcard pattern."""
+        names = sorted(self._entries)
         if pattern is not None:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names

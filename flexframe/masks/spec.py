@@ -11,6 +11,7 @@ the decoder, the pictures and the loss take. It knows how to become:
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
@@ -77,6 +78,9 @@ def _freeze(value: Any) -> Hashable:
     return value
 
 
+_BY_HAND_TOKENS = itertools.count()
+
+
 @dataclass(frozen=True, eq=False)
 class MaskSpec:
     """An attention mask by name and parameters, ready for flex_attention, SDPA or a picture.
@@ -90,6 +94,12 @@ class MaskSpec:
             frame positions); ``None`` otherwise.
         description: one line saying what the mask does.
         relation: the closed-form structure, when the mask has one (see ``closed_form``).
+        frame_times: the time of each frame, when it is not the frame's index (timestamp-causal:
+            its timestamps; packed videos: the frame index inside each video). Frame positions
+            (rotary embeddings) follow it.
+        origin: where the spec comes from, part of :attr:`cache_key`: set by ``get_mask`` (the
+            registration that built it) and by ``&`` / ``|`` (the two operands); ``None`` for a
+            spec built by hand, which then shares cached masks with no other spec.
 
     Example:
         >>> from flexframe import get_mask
@@ -109,6 +119,8 @@ class MaskSpec:
     description: str = ""
     relation: IntervalRelation | None = field(default=None, repr=False)
     _mods: dict[torch.device, MaskMod] = field(default_factory=dict, repr=False, compare=False)
+    origin: Hashable | None = field(default=None, repr=False, compare=False)
+    frame_times: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -194,8 +206,20 @@ class MaskSpec:
     # -- identity and combination ------------------------------------------------------------
     @property
     def cache_key(self) -> Hashable:
-        """What identifies this mask: name, parameters and lengths."""
-        return (self.name, _freeze(dict(self.params)), self.q_len, self.kv_len)
+        """What identifies this mask: name, parameters, lengths and origin.
+
+        Two ``get_mask`` calls with the same name and parameters give equal keys (they share
+        cached BlockMasks); re-registering the name changes the origin, so masks built by the old
+        factory are never served for the new one. A spec built by hand (no origin) is keyed by
+        its own identity.
+        """
+        origin = self.origin
+        if origin is None:
+            origin = self.__dict__.get("_token")
+            if origin is None:
+                origin = ("by-hand", next(_BY_HAND_TOKENS))
+                object.__setattr__(self, "_token", origin)
+        return (self.name, _freeze(dict(self.params)), self.q_len, self.kv_len, origin)
 
     def sparsity(self, block_size: BlockSize = 128) -> float:
         """Share of blocks skipped entirely, in percent (torch's ``BlockMask.sparsity``)."""
@@ -216,6 +240,11 @@ class MaskSpec:
             return combine(a.mask_mod_for(device), b.mask_mod_for(device))
 
         same_frames = a.num_patches_per_frame == b.num_patches_per_frame
+        # Explicit frame times win over implicit ones (the frame index); two that disagree
+        # leave the combination without times.
+        times = a.frame_times if b.frame_times in (None, a.frame_times) else None
+        if a.frame_times is None:
+            times = b.frame_times
         return MaskSpec(
             name=f"({a.name} {op} {b.name})",
             params={"left": dict(a.params), "right": dict(b.params)},
@@ -224,6 +253,8 @@ class MaskSpec:
             mod_factory=factory,
             num_patches_per_frame=a.num_patches_per_frame if same_frames else None,
             description=f"{a.name} {'and' if op == '&' else 'or'} {b.name}",
+            origin=(op, a.cache_key, b.cache_key),
+            frame_times=times if same_frames else None,
         )
 
     def __and__(self, other: MaskSpec) -> MaskSpec:

@@ -113,4 +113,5 @@ def timestamp_causal_mask(
         num_patches_per_frame=p,
         description="keys whose frame timestamp is <= the query's (leak-free for fast/slow)",
         relation=IntervalRelation(kv_key=key, q_hi=key),
+        frame_times=tuple(ts),
     )

@@ -167,10 +167,10 @@ def dense_from_block_mask(block_mask: BlockMask) -> torch.Tensor:
 class _DenseCache:
     """A small LRU of dense masks for the sdpa backend (each is q_len x kv_len booleans).
 
-    A ``MaskSpec`` is keyed by what identifies it (name, params, lengths and the code of its
-    mask_mod factory, so a re-registered mask is not served stale); a bare ``BlockMask`` by its
-    identity, with the entry holding the BlockMask itself so that its ``id`` cannot be reused by
-    another object while the entry lives.
+    A ``MaskSpec`` is keyed by its ``cache_key`` (name, params, lengths and origin, so a
+    re-registered mask is not served stale); a bare ``BlockMask`` by its identity, with the entry
+    holding the BlockMask itself so that its ``id`` cannot be reused by another object while the
+    entry lives.
     """
 
     def __init__(self, maxsize: int = 8) -> None:
@@ -179,8 +179,7 @@ class _DenseCache:
 
     def get(self, mask: MaskSpec | BlockMask, device: torch.device) -> torch.Tensor:
         if isinstance(mask, MaskSpec):
-            factory_code = getattr(mask.mod_factory, "__code__", mask.mod_factory)
-            key = ("spec", mask.cache_key, factory_code, str(device))
+            key = ("spec", mask.cache_key, str(device))
         else:
             key = ("block_mask", id(mask), str(device))
         entry = self._data.get(key)
@@ -272,7 +271,9 @@ class Attention(nn.Module):
         dim = check_int("dim", dim, minimum=1)
         self.kernel_options = None if kernel_options is None else dict(kernel_options)
         num_heads = check_int("num_heads", num_heads, minimum=1)
-        num_kv_heads = check_int("num_kv_heads", num_kv_heads or num_heads, minimum=1)
+        num_kv_heads = check_int(
+            "num_kv_heads", num_heads if num_kv_heads is None else num_kv_heads, minimum=1
+        )
         if num_heads % num_kv_heads:
             raise ValueError(
                 f"num_kv_heads must divide num_heads, got num_heads={num_heads}, "
@@ -332,8 +333,10 @@ class Attention(nn.Module):
             q, k = self.rotary(q, q_positions), self.rotary(k, kv_positions)
         # "Training" means a backward pass may follow: grad mode on and something needs a grad.
         # (Inference on the CPU with flex needs torch.no_grad() or torch.inference_mode().)
+        # Any of q, k, v needing a grad covers inputs and every projection (a frozen q_proj with
+        # trainable k_proj / v_proj, as in LoRA-style tuning, still trains).
         training = torch.is_grad_enabled() and (
-            x.requires_grad or context.requires_grad or self.q_proj.weight.requires_grad
+            q.requires_grad or k.requires_grad or v.requires_grad
         )
         backend = choose_backend(self.attention_backend, x.device, training)
         gqa = self.num_kv_heads != self.num_heads

@@ -6,6 +6,7 @@ each behind a LayerNorm and a residual, in the shape of nanoGPT's ``Block``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,8 @@ from flexframe.nn.attention import (
     resolve_mask,
 )
 from flexframe.nn.positions import FramePositions
+
+logger = logging.getLogger("flexframe")
 
 
 class MLP(nn.Module):
@@ -137,6 +140,8 @@ class FlexFrameDecoder(nn.Module):
             raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
         self.dim = check_int("dim", dim, minimum=1)
         self.cross_attention = bool(cross_attention)
+        self.rotary = bool(rotary)
+        self._warned_no_positions = False
         self.layers = nn.ModuleList(
             DecoderLayer(
                 dim,
@@ -186,6 +191,13 @@ class FlexFrameDecoder(nn.Module):
         spec = resolve_mask(mask, mask_params)
         if positions is None and isinstance(spec, MaskSpec):
             positions = FramePositions.from_mask(spec)
+        if positions is None and self.rotary and not self._warned_no_positions:
+            self._warned_no_positions = True
+            logger.warning(
+                "FlexFrameDecoder got a bare BlockMask and no positions: it carries no frame "
+                "times, so the rotary frame+patch positions are skipped. Pass the MaskSpec, or "
+                "positions=FramePositions.from_mask(spec)."
+            )
         cross = None
         if memory is not None:
             if not self.cross_attention:

@@ -76,8 +76,9 @@ class FramePositions:
 
     @staticmethod
     def from_mask(spec: MaskSpec) -> FramePositions:
-        """The positions a mask implies: timestamps for ``timestamp-causal``, the frame index
-        within its own video for ``packed-causal-frame``, the frame index for other frame masks,
+        """The positions a mask implies: its ``frame_times`` when it has them (timestamps for
+        ``timestamp-causal``, the frame index within its own video for ``packed-causal-frame``,
+        and either of these combined with another mask), the frame index for other frame masks,
         and the token index for masks without frames.
 
         Example:
@@ -90,11 +91,8 @@ class FramePositions:
         if p is None:
             return FramePositions.for_tokens(spec.q_len)
         num_frames = spec.q_len // p
-        if spec.name == "timestamp-causal":
-            return FramePositions.for_frames(num_frames, p, torch.tensor(spec.params["timestamps"]))
-        if spec.name == "packed-causal-frame":
-            times = torch.cat([torch.arange(n) for n in spec.params["frames_per_video"]])
-            return FramePositions.for_frames(num_frames, p, times)
+        if spec.frame_times is not None:  # also when combined with another mask (a & b)
+            return FramePositions.for_frames(num_frames, p, torch.tensor(spec.frame_times))
         return FramePositions.for_frames(num_frames, p)
 
 
@@ -121,12 +119,23 @@ class FrameRotaryEmbedding(nn.Module):
                 f"{head_dim}"
             )
         self.head_dim = head_dim
-        quarter = head_dim // 4
-        inv_freq = base ** (-torch.arange(quarter, dtype=torch.float32) / quarter)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.base = base
+        self.register_buffer("inv_freq", self._inv_freq(torch.device("cpu")), persistent=False)
+
+    def _inv_freq(self, device: torch.device) -> torch.Tensor:
+        quarter = self.head_dim // 4
+        exponents = torch.arange(quarter, dtype=torch.float32, device=device) / quarter
+        return self.base**-exponents
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 (torch's signature)
+        # ``model.to(torch.bfloat16)`` would round the frequencies, and positions in bf16 are
+        # exact only up to 256: frames 300 and 301 would rotate alike. Keep float32 always.
+        out = super()._apply(fn, *args, **kwargs)
+        self.inv_freq = self._inv_freq(self.inv_freq.device)
+        return out
 
     def _cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq.float()[None, :]
         return angles.cos(), angles.sin()  # [N, head_dim // 4] each
 
     def forward(self, x: torch.Tensor, positions: FramePositions) -> torch.Tensor:
