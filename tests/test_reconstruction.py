@@ -430,6 +430,28 @@ def test_targets_are_pooled_when_the_llm_has_fewer_tokens_per_frame():
         ),
         ({"mask": "sliding-window"}, ValueError, "mask='sliding-window' needs window_size"),
         ({"loss_weight": -1}, ValueError, "loss_weight must be >= 0, got -1"),
+        ({"loss_weight": float("nan")}, ValueError, "loss_weight must be a finite number, got nan"),
+        ({"mlp_ratio": "4"}, TypeError, "mlp_ratio must be a number, got '4'"),
+        (
+            {"predictor_dim": 32, "predictor_heads": 3},
+            ValueError,
+            "got predictor_dim=32, predictor_heads=3",
+        ),
+        (
+            {"predictor_dim": 24, "predictor_heads": 4},  # head size 6: not a multiple of 4
+            ValueError,
+            "multiple of 4 .* got predictor_dim=24, predictor_heads=4",
+        ),
+        (
+            {"predictor_heads": 4, "predictor_kv_heads": 3},
+            ValueError,
+            "predictor_kv_heads must divide predictor_heads, got predictor_kv_heads=3",
+        ),
+        (
+            {"preset": "short", "num_fast": 4},
+            ValueError,
+            "preset 'short' uses all frames .* num_fast=4 would be ignored",
+        ),
     ],
 )
 def test_bad_config_values_are_named(config, error, match):
@@ -479,3 +501,67 @@ def test_bad_inputs_are_named():
         ValueError, match="vision_tower must be an nn.Module or 'pixels', got 'siglip'"
     ):
         create_autoregressive_reconstruction_module("siglip", 32, {})
+    with pytest.raises(ValueError, match="hidden_states hold 0 video tokens"):
+        module(torch.randn(2, 0, HIDDEN), video)
+    with pytest.raises(ValueError, match="hidden_states hold 0 video tokens"):
+        module(torch.randn(2, 20, HIDDEN), video,
+               visual_token_mask=torch.zeros(2, 20, dtype=torch.bool))  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"visual_token_mask must be a bool tensor of shape \(2, 20\), got torch.int64 of "
+        r"shape \(2, 20\)",
+    ):
+        module(torch.randn(2, 20, HIDDEN), video, visual_token_mask=torch.ones(2, 20).long())
+    with pytest.raises(
+        ValueError, match=r"visual_token_mask must be .* got torch.bool of shape \(2, 19\)"
+    ):
+        module(torch.randn(2, 20, HIDDEN), video,
+               visual_token_mask=torch.ones(2, 19, dtype=torch.bool))  # fmt: skip
+
+
+class _Output:
+    def __init__(self, last_hidden_state: torch.Tensor) -> None:
+        self.last_hidden_state = last_hidden_state
+
+
+class _PatchTower(torch.nn.Module):
+    """[N, 3, 8, 8] -> [N, 4, 48]: 4x4 patches, optionally wrapped like a Hugging Face output."""
+
+    def __init__(self, wrap: bool = False, flat: bool = False) -> None:
+        super().__init__()
+        self.wrap, self.flat = wrap, flat
+        self.scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x: torch.Tensor):
+        n = x.shape[0]
+        patches = x.reshape(n, 3, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(n, 4, 48)
+        out = patches * self.scale
+        if self.flat:
+            return out.reshape(n, -1)
+        return _Output(out) if self.wrap else out
+
+
+def test_a_tower_output_with_last_hidden_state_gives_the_same_targets():
+    video = torch.rand(2, 5, 3, IMG, IMG)
+    hidden = torch.randn(2, 20, HIDDEN)
+    outs = []
+    for wrap in (False, True):
+        torch.manual_seed(0)
+        module = create_autoregressive_reconstruction_module(
+            _PatchTower(wrap=wrap), HIDDEN, {"embedding_dim": 48, "predictor_dim": 32}
+        )
+        outs.append(module(hidden, video, return_outputs=True)[1].targets)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    # Frame t+1's patches times the tower's scale (2), independently of the module's code path.
+    want = video[:, 1:].reshape(2, 4, 3, 2, 4, 2, 4).permute(0, 1, 3, 5, 2, 4, 6)
+    torch.testing.assert_close(outs[0][:, :4], 2 * want.reshape(2, 4, 4, 48))
+
+
+def test_a_tower_returning_the_wrong_shape_is_named():
+    module = create_autoregressive_reconstruction_module(
+        _PatchTower(flat=True), HIDDEN, {"embedding_dim": 48, "predictor_dim": 32}
+    )
+    with pytest.raises(
+        ValueError, match=r"the vision tower must return \[N, P, E\] features, got \(10, 192\)"
+    ):
+        module(torch.randn(2, 20, HIDDEN), torch.rand(2, 5, 3, IMG, IMG))

@@ -8,6 +8,7 @@ meaning; the rest are flexframe's. Unknown keys are an error that suggests the c
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -24,6 +25,14 @@ LOSS_TYPES = ("mse", "smooth_l1", "cosine")
 MERGE_STRATEGIES = ("concat", "interleave")
 _FAST_SLOW_KEYS = ("fast_stride", "slow_stride", "num_fast", "num_slow")
 _FAST_SLOW_DEFAULTS = {"fast_stride": 1, "slow_stride": 4, "num_fast": 8, "num_slow": 8}
+
+
+def _check_number(key: str, value: Any) -> None:
+    """A real, finite number (not a bool, not a string, not nan or inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
 
 
 @dataclass
@@ -85,8 +94,7 @@ class AutoregressiveReconstructionConfig:
 
     def __post_init__(self) -> None:
         self.embedding_dim = check_int("embedding_dim", self.embedding_dim, minimum=1)
-        if isinstance(self.loss_weight, bool) or not isinstance(self.loss_weight, (int, float)):
-            raise TypeError(f"loss_weight must be a number, got {self.loss_weight!r}")
+        _check_number("loss_weight", self.loss_weight)
         if self.loss_weight < 0:
             raise ValueError(f"loss_weight must be >= 0, got {self.loss_weight}")
         for key in ("use_frame_causal_mask", "normalize_targets", "activation_checkpointing"):
@@ -111,8 +119,22 @@ class AutoregressiveReconstructionConfig:
             self.predictor_kv_heads = check_int(
                 "predictor_kv_heads", self.predictor_kv_heads, minimum=1
             )
+        _check_number("mlp_ratio", self.mlp_ratio)
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        # The predictor's heads: checked here so that the message names the config keys.
+        dim, heads = self.predictor_dim, self.predictor_heads
+        if dim % heads or (dim // heads) % 4:
+            raise ValueError(
+                f"predictor_dim / predictor_heads must be a whole head size that is a multiple "
+                f"of 4 (frame+patch rotary positions), got predictor_dim={dim}, "
+                f"predictor_heads={heads}"
+            )
+        if self.predictor_kv_heads is not None and heads % self.predictor_kv_heads:
+            raise ValueError(
+                f"predictor_kv_heads must divide predictor_heads, got "
+                f"predictor_kv_heads={self.predictor_kv_heads}, predictor_heads={heads}"
+            )
 
     def _apply_preset(self) -> None:
         if self.preset is not None:
@@ -121,6 +143,14 @@ class AutoregressiveReconstructionConfig:
             wanted = {"use_fast_slow_frames": preset.use_fast_slow_frames}
             if preset.use_fast_slow_frames:
                 wanted.update(preset.sampler_kwargs())
+            else:
+                given = [k for k in _FAST_SLOW_KEYS if getattr(self, k) is not None]
+                if given:
+                    raise ValueError(
+                        f"preset {self.preset!r} uses all frames (no fast/slow sampling), so "
+                        f"{given[0]}={getattr(self, given[0])!r} would be ignored; drop it or "
+                        "choose a fast/slow preset"
+                    )
             for key, value in wanted.items():
                 given = getattr(self, key)
                 if given is not None and given != value:

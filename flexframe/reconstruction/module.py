@@ -272,7 +272,7 @@ class AutoregressiveReconstructionModule(nn.Module):
                 f"a clip of {t} frame(s) gives no frame a next frame to predict (layout "
                 f"frames {layout.frame_indices.tolist()}); use clips of at least 2 frames"
             )
-        if video_tokens.shape[1] % num_layout:
+        if video_tokens.shape[1] == 0 or video_tokens.shape[1] % num_layout:
             raise ValueError(
                 f"hidden_states hold {video_tokens.shape[1]} video tokens, not a whole number of "
                 f"tokens for each of the {num_layout} frames of the layout "
@@ -350,7 +350,8 @@ class AutoregressiveReconstructionModule(nn.Module):
                 f"{counts.tolist()}; every clip needs the same number of video tokens"
             )
         b = hidden_states.shape[0]
-        return hidden_states[visual_token_mask].view(b, int(counts[0]), -1), video_frames
+        selected = hidden_states[visual_token_mask]
+        return selected.view(b, int(counts[0]), hidden_states.shape[-1]), video_frames
 
     def _features(self, frames: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
         """Tower features of ``[B, F, C, H, W]`` frames, pooled to P tokens: ``[B, F, P, E]``."""
