@@ -7,7 +7,8 @@ Three subcommands (``flexframe SUBCOMMAND --help`` for each)::
     flexframe ablate [--config FILE] [--videos ...]  train the four configurations, print a table
 
 ``python -m flexframe`` is the same command. Errors in what was typed (an unknown mask, a bad
-parameter, a missing file) print one line on stderr and exit with status 2.
+parameter, a missing file) print one line on stderr and exit with status 2. Under ``torchrun``
+only rank 0 prints.
 
 Example:
     >>> main(["masks", "token-*"])
@@ -22,6 +23,8 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,17 @@ PROG = "flexframe"
 
 class UsageError(Exception):
     """Something the user typed is wrong; printed as one line, exit status 2."""
+
+
+def _is_main_process() -> bool:
+    """Whether this process may print: always without torchrun, rank 0 alone under it."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(message: str) -> None:
+    """One line on stderr, from rank 0 only."""
+    if _is_main_process():
+        print(message, file=sys.stderr, flush=True)
 
 
 # -- masks ---------------------------------------------------------------------------------------
@@ -91,6 +105,8 @@ def parse_mask_params(items: Sequence[str]) -> dict[str, Any]:
 def _cmd_show(args: argparse.Namespace) -> int:
     from flexframe import get_mask, viz
 
+    if args.block_size < 1:
+        raise UsageError(f"--block-size must be an int >= 1, got {args.block_size}")
     params = parse_mask_params(args.params)
     try:
         spec = get_mask(args.name, **params)
@@ -176,10 +192,38 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         groups[meta["section"]].add_argument(flag, **kw)
 
 
-def _cmd_ablate(args: argparse.Namespace) -> int:
-    from flexframe.experiment import AblationConfig, load_ablation_config, run_ablation
-    from flexframe.experiment.ablation import load_ablation_data, resolve_backend, resolve_device
+def _check_out_folder(out: str, flag: str) -> None:
+    """Create ``out`` and write a probe file in it, so that an unwritable folder fails now and
+    not after training."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot write into '{out}' ({exc.strerror or exc})") from None
 
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    # Under torchrun the ranks other than 0 print nothing, warnings included.
+    with warnings.catch_warnings():
+        if not _is_main_process():
+            warnings.simplefilter("ignore")
+        return _ablate(args)
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from flexframe.data import expand_video_paths
+    from flexframe.experiment import AblationConfig, load_ablation_config, run_ablation
+    from flexframe.experiment.ablation import (
+        check_ablation_setup,
+        load_ablation_data,
+        resolve_backend,
+        resolve_device,
+    )
+
+    main_process = _is_main_process()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     # Everything the user chose is checked (and the data loaded) before any training, so that a
     # mistake is one line; an error during training is a bug and keeps its traceback.
     try:
@@ -191,10 +235,16 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         }
         if overrides:
             config = config.updated(**overrides)
+        out_flag = "--out" if "out" in overrides else "out"
         if Path(config.out).exists() and not Path(config.out).is_dir():
-            raise ValueError(f"out must be a folder, but '{config.out}' is a file")
+            raise ValueError(f"{out_flag} must be a folder, but '{config.out}' is a file")
+        if "videos" in overrides:  # errors name the flag; the config file's are named videos
+            expand_video_paths(config.videos, name="--videos")
         resolve_backend(config.attention_backend, resolve_device(config.device))
-        data = load_ablation_data(config)
+        data = load_ablation_data(config, log=_say)
+        check_ablation_setup(config, data, world_size)
+        if main_process:  # rank 0 alone writes the files
+            _check_out_folder(config.out, out_flag)
     except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     from flexframe.distributed import shutdown_distributed
@@ -204,17 +254,25 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         result = run_ablation(config, data=data)
     except FloatingPointError as exc:  # a diverging loss: the settings, not the code
         shutdown_distributed(synchronize=False)
-        print(f"{PROG} ablate: error: {exc}", file=sys.stderr)
+        _say(f"{PROG} ablate: error: {exc}")
         return 1
     except RunStopped as exc:  # every rank stops at the same step
         shutdown_distributed()
-        print(f"{PROG} ablate: {exc}; run the same command again to resume", file=sys.stderr)
+        if exc.folder is not None:
+            then = (
+                "run the same command again to resume it: a run resumed at or past step "
+                f"{exc.step} goes on to the end, and a run that starts before step {exc.step} "
+                "stops there again"
+            )
+        else:
+            then = "a rerun starts over; give --checkpoint-dir to be able to resume"
+        _say(f"{PROG} ablate: {exc}; {then}")
         return 0
     except BaseException:
         shutdown_distributed(synchronize=False)
         raise
     shutdown_distributed()
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not main_process:
         return 0  # under torchrun, rank 0 alone writes files and prints the table
     paths = result.save(config.out)
     print(result.markdown(), end="")
@@ -338,5 +396,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"{PROG} {args.command}: error: {exc}")
         return 2

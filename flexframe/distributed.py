@@ -203,7 +203,13 @@ def all_reduce_mean(value: float | torch.Tensor, env: DistributedEnv) -> float:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    import numpy as np
+
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -212,8 +218,16 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if "numpy" in state:  # checkpoints written before numpy's state was saved lack it
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def save_checkpoint(
@@ -226,7 +240,17 @@ def save_checkpoint(
     """Save model, optimizer, step and RNG with ``torch.distributed.checkpoint`` (every rank
     writes its shards; works the same in one process).
 
-    The RNG states of all ranks are saved so that a resumed run continues their streams.
+    The RNG states (torch, CUDA, Python's ``random`` and NumPy's global generator) of all ranks
+    are saved, one ``trainer_state_rank{r}.pt`` per rank, so that a resumed run continues their
+    streams; the number of processes is saved with them, and :func:`load_checkpoint` refuses a
+    different one.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> save_checkpoint("ckpt", model, optimizer, step=3, extra={"note": "hi"})
+        >>> read_checkpoint_info("ckpt")
+        {'step': 3, 'world_size': 1, 'extra': {'note': 'hi'}}
     """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -234,21 +258,80 @@ def save_checkpoint(
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
     rank = dist.get_rank() if dist.is_initialized() else 0
-    meta = {"step": step, "rng": _rng_state(), "extra": extra or {}}
+    meta = {
+        "step": step,
+        "world_size": _world_size(),
+        "rng": _rng_state(),
+        "extra": extra or {},
+    }
     torch.save(meta, Path(path) / f"trainer_state_rank{rank}.pt")
+
+
+def read_checkpoint_info(path: str | os.PathLike, world_size: int | None = None) -> dict[str, Any]:
+    """``{"step", "world_size", "extra"}`` of a :func:`save_checkpoint` checkpoint, from rank 0's
+    file: no model, no process group, nothing restored. Every rank reads the same file, so every
+    rank gets the same answer (what :func:`load_checkpoint` checks before any collective).
+
+    Args:
+        path: the checkpoint folder.
+        world_size: if given, the number of processes that will resume it: another number than
+            the checkpoint's raises.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a checkpoint folder (the message names it).
+        ValueError: the checkpoint was saved by other than ``world_size`` processes.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> save_checkpoint("ckpt_b", model, torch.optim.SGD(model.parameters(), lr=0.1), step=7)
+        >>> read_checkpoint_info("ckpt_b")["step"]
+        7
+    """
+    path = Path(path)
+    first = path / "trainer_state_rank0.pt"
+    if not first.is_file():
+        what = "has no trainer_state_rank0.pt" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint not found: {str(path)!r} {what}")
+    meta = torch.load(first, weights_only=False)
+    # Checkpoints written before the world size was saved: one trainer state file per rank.
+    saved = int(meta.get("world_size", len(list(path.glob("trainer_state_rank*.pt")))))
+    if world_size is not None and saved != world_size:
+        # Each rank restores its own RNG file: another process count has no file for some
+        # ranks (or leaves some unused), and would not continue the saved random streams.
+        raise ValueError(
+            f"checkpoint '{path}' was saved by {saved} process(es), but this run has "
+            f"{world_size}; resume it with {saved} process(es) (torchrun --nproc_per_node "
+            f"{saved}, or without torchrun for 1), or start over in another checkpoint folder"
+        )
+    return {"step": meta["step"], "world_size": saved, "extra": meta["extra"]}
 
 
 def load_checkpoint(
     path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Load what :func:`save_checkpoint` saved into ``model`` and ``optimizer`` (in place),
-    restore the RNG, and return ``{"step": ..., "extra": ...}``."""
+    restore the RNG, and return ``{"step": ..., "extra": ...}``.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: the checkpoint was saved by another number of processes. Every rank raises
+            it, before any collective, so no rank is left waiting for the others.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> save_checkpoint("ckpt_c", model, optimizer, step=3)
+        >>> saved = model.weight.detach().clone()
+        >>> with torch.no_grad():
+        ...     _ = model.weight.zero_()
+        >>> load_checkpoint("ckpt_c", model, optimizer)["step"], torch.equal(model.weight, saved)
+        (3, True)
+    """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+    read_checkpoint_info(path, world_size=_world_size())  # every rank raises alike, or none
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=str(path))

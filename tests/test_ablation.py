@@ -337,8 +337,12 @@ def test_a_single_video_is_split_in_time_without_sharing_frames(tmp_path):
     "args, needles",
     [
         (["--config", "{tmp}/nope.yaml"], ["config file", "nope.yaml", "does not exist"]),
-        (["--videos", "{tmp}/missing/*.mp4"], ["missing/*.mp4", "matches no file"]),
-        (["--videos", "{tmp}/clip.mp4"], ["no such file", "clip.mp4"]),
+        (
+            ["--videos", "{tmp}/missing/*.mp4"],
+            ["--videos: the pattern", "missing/*.mp4", "matches no file"],
+        ),
+        (["--videos", "{tmp}/clip.mp4"], ["--videos: no such file", "clip.mp4"]),
+        (["--config", "{tmp}/videos.yaml"], ["error: videos: the pattern", "missing/*.mp4"]),
         (["--videos", "{tmp}/bad/*.mp4"], ["no usable video", "junk.mp4", "unreadable"]),
         (
             ["--config", "{tmp}/typo.yaml"],
@@ -357,6 +361,7 @@ def test_a_single_video_is_split_in_time_without_sharing_frames(tmp_path):
         (["--test-fraction", "0"], ["test_fraction", "0.0"]),
         (["--loss-type", "l2"], ["--loss-type", "invalid choice: 'l2'"]),
         (["--device", "tpu"], ["device must be"]),
+        (["--out", "{tmp}/afile/out"], ["--out: cannot write into", "afile/out"]),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(capsys, tmp_path, args, needles):
@@ -366,18 +371,76 @@ def test_bad_input_exits_2_with_a_clear_message(capsys, tmp_path, args, needles)
     (tmp_path / "badvalue.yaml").write_text("batch_size: eight\n")
     (tmp_path / "list.yaml").write_text("- steps\n- 3\n")
     (tmp_path / "notyaml.yaml").write_text("steps: [3\n")
+    (tmp_path / "afile").write_text("a file, not a folder")
     base = {k: v for k, v in TINY.items() if k not in ("num_fast", "num_slow", "fast_stride",
                                                        "slow_stride")}  # fmt: skip
     config = write_config(tmp_path / "base.yaml")
     config.write_text(yaml.safe_dump(base | {"num_frames": 32}))
+    videos = base | {"num_frames": 32, "videos": str(tmp_path / "missing" / "*.mp4")}
+    (tmp_path / "videos.yaml").write_text(yaml.safe_dump(videos))
     argv = ["ablate", "--config", config, "--out", tmp_path / "out"]
     argv += [a.format(tmp=tmp_path) for a in args]
     code, out, err = run(capsys, *argv)
     assert code == 2, err
     assert "Traceback" not in err
+    assert "running" not in err  # refused before any training
     for needle in needles:
         assert needle in err, (needle, err)
     assert not (tmp_path / "out").exists()
+
+
+# -- checkpoints: resume only what can be resumed --------------------------------------------
+def test_resuming_with_changed_settings_is_refused_naming_them(capsys, tmp_path):
+    """The checkpoint remembers what shaped its training; a rerun that differs is refused (and
+    trains nothing), a rerun that differs only in bookkeeping resumes."""
+    config = write_config(tmp_path / "c.yaml")
+    base = ["ablate", "--config", config, "--checkpoint-dir", tmp_path / "ck",
+            "--checkpoint-every", "2"]  # fmt: skip
+    code, _, err = run(capsys, *base, "--steps", "4", "--out", tmp_path / "first")
+    assert code == 0, err
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    folder = tmp_path / "ck" / "baseline-seed0"
+    code, out, err = run(capsys, *base, "--steps", "6", "--lr", "0.1", "--out", tmp_path / "o2")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"flexframe ablate: error: cannot resume the checkpoint in '{folder}'")
+    assert (
+        "steps=4 in the checkpoint, 6 now" in err and "lr=0.003 in the checkpoint, 0.1 now" in err
+    )
+    assert "the learning rate decays over all steps" in err
+    assert "Traceback" not in err and "running" not in err and not (tmp_path / "o2").exists()
+    code, _, err = run(capsys, *base, "--steps", "4", "--data-seed", "1", "--out", tmp_path / "o3")
+    assert code == 2
+    assert "data_seed=0 in the checkpoint, 1 now" in err and "data_checksum=" in err
+    assert "steps=" not in err  # only what differs is named
+    # Out, quiet, checkpoint_every, stop_after_step and eval_batch_size are bookkeeping: resumed
+    # at step 4 of 4, the run trains no further and reports the first run's training.
+    code, _, err = run(capsys, *base[:-1], "3", "--steps", "4", "--eval-batch-size", "1",
+                       "--stop-after-step", "3", "--out", tmp_path / "again")  # fmt: skip
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert [r["resumed_from_step"] for r in again["runs"]] == [4, 4, 4, 4]
+    assert [r["loss_curve"] for r in again["runs"]] == [r["loss_curve"] for r in first["runs"]]
+
+
+def test_a_stopped_ablate_says_how_to_resume_and_the_same_command_does(capsys, tmp_path):
+    config = write_config(tmp_path / "c.yaml")
+    argv = ["ablate", "--config", config, "--steps", "4", "--stop-after-step", "2",
+            "--checkpoint-dir", tmp_path / "ck", "--out", tmp_path / "out"]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    folder = tmp_path / "ck" / "baseline-seed0"
+    said = (
+        f"Baseline (seed 0) stopped after step 2 as asked (stop_after_step=2); its checkpoint is "
+        f"in {folder}; run the same command again to resume it"
+    )
+    assert said in err, err
+    code, _, err = run(capsys, *argv)  # Baseline resumes at step 2 and ends; the next run stops
+    assert code == 0, err
+    assert "+Frame Mask (seed 0) stopped after step 2" in err and "Baseline" not in err, err
+    code, _, err = run(capsys, *argv[:7], "--out", tmp_path / "nock")  # no --checkpoint-dir
+    assert code == 0, err
+    assert "Baseline (seed 0) stopped after step 2" in err and "nothing was saved" in err
+    assert "run the same command again" not in err and "give --checkpoint-dir" in err
 
 
 # -- the config ----------------------------------------------------------------------------------

@@ -225,6 +225,15 @@ def test_mistakes_print_one_clear_line_and_exit_2(capsys, tmp_path, monkeypatch,
     assert not list(tmp_path.glob("*.png"))  # nothing drawn for a bad request
 
 
+@pytest.mark.parametrize("size", ["0", "-4"])
+def test_show_with_a_block_size_below_1_is_one_usage_line(capsys, tmp_path, monkeypatch, size):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "show", "token-causal", "seq_len=4", "--block-size", size)
+    assert (code, out) == (2, "")
+    assert err == f"flexframe show: error: --block-size must be an int >= 1, got {size}\n"
+    assert not list(tmp_path.glob("*.png"))
+
+
 # -- parameter parsing ---------------------------------------------------------------------------
 KEYS = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12).filter(lambda k: k.strip("_"))
 VALUES = st.one_of(

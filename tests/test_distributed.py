@@ -1,18 +1,28 @@
-"""torchrun with gloo on the CPU: two processes train as one does; a killed run resumes exactly."""
+"""torchrun with gloo on the CPU: two processes train as one does; a killed run resumes exactly;
+the command under torchrun prints from rank 0 only and refuses what it cannot do before training."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from torch import nn
 
+from flexframe.cli import main
+from flexframe.data import write_video
+from flexframe.distributed import load_checkpoint, read_checkpoint_info, save_checkpoint
 from flexframe.experiment import ABLATION_CONFIGURATIONS, AblationConfig, run_ablation
-from flexframe.experiment.ablation import RunStopped
+from flexframe.experiment import ablation as ablation_module
+from flexframe.experiment.ablation import RunStopped, TrainStep
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["+Frame Mask", "Full"]  # one all-frames and one fast/slow configuration
@@ -62,6 +72,26 @@ def run_torchrun(tmp_path: Path, nproc: int, tag: str, **overrides) -> dict | No
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out_path, weights_only=False) if out_path.exists() else None
+
+
+def torchrun_cli(tmp_path: Path, nproc: int, *args: str, **settings) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node nproc -m flexframe ablate`` with ``SETTINGS``
+    (updated by ``settings``) in a config file, then ``args``."""
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({**SETTINGS, **settings}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", str(nproc), "-m", "flexframe", "ablate", "--config", str(config),
+           *args]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def assert_no_worker_traceback(stderr: str) -> None:
+    """torchrun reports a failed worker with its own traceback (of torch/distributed/run.py);
+    none may come from a worker: no frame of flexframe, no exception of its."""
+    assert "flexframe/" not in stderr.replace("flexframe FAILED", ""), stderr[-4000:]
+    assert "[rank0]" not in stderr and "[rank1]" not in stderr, stderr[-4000:]
+    assert "ValueError" not in stderr and "FileNotFoundError" not in stderr, stderr[-4000:]
 
 
 def assert_same_training(got: dict, want: dict, atol: float = 1e-5) -> None:
@@ -119,6 +149,10 @@ def test_a_killed_two_process_fsdp_run_resumes_to_the_uninterrupted_result(
         run_torchrun(tmp_path, 2, "stop", parallel="fsdp", checkpoint_dir=ckpt, stop_after_step=2)
         is None
     )
+    # One process cannot resume what two saved (each rank restores its own RNG file): refused,
+    # before anything is loaded or trained.
+    with pytest.raises(ValueError, match=r"saved by 2 process\(es\), but this run has 1"):
+        run_here(parallel="fsdp", checkpoint_dir=ckpt)
     resumed = run_torchrun(tmp_path, 2, "resume", parallel="fsdp", checkpoint_dir=ckpt)
     # The stop ended the whole job inside its first run, as a kill would: that run resumes at
     # step 2, the next one had not started.
@@ -146,3 +180,131 @@ def test_the_fsdp_example_trains_under_torchrun():
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "step   1  loss" in proc.stdout and "(2 process(es))" in proc.stdout
+
+
+def test_rerunning_a_stopped_run_resumes_it_to_the_end_and_stops_the_next_one(
+    single_process, tmp_path
+):
+    """stop_after_step applies to runs that start before that step: the same call, repeated,
+    finishes the stopped run, stops the next one at the same step, and then finishes too."""
+    settings = {"checkpoint_dir": str(tmp_path / "ckpt"), "stop_after_step": 2}
+    with pytest.raises(RunStopped, match=r"^\+Frame Mask \(seed 0\) stopped after step 2 "):
+        run_here(**settings)
+    with pytest.raises(RunStopped, match=r"^Full \(seed 0\) stopped after step 2 ") as stopped:
+        run_here(**settings)
+    assert (stopped.value.step, stopped.value.folder) == (2, tmp_path / "ckpt" / "full-seed0")
+    resumed = run_here(**settings)  # both runs resume at step 2, past the stop: to the end
+    assert_same_training(resumed, single_process, atol=0)
+
+
+def test_a_resumed_run_counts_the_training_time_before_its_checkpoint(tmp_path, monkeypatch):
+    """A fake clock that advances 100 s per training step: every run trained 4 steps, so 400 s,
+    whether or not it was stopped after step 2 and resumed."""
+    clock = [0.0]
+    monkeypatch.setattr(
+        ablation_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0])
+    )
+    forward = TrainStep.forward
+
+    def timed_forward(self, video, return_outputs=False):
+        if self.training:
+            clock[0] += 100.0
+        return forward(self, video, return_outputs)
+
+    monkeypatch.setattr(TrainStep, "forward", timed_forward)
+
+    def seconds(**overrides) -> list[float]:
+        config = AblationConfig.from_dict({**SETTINGS, **overrides})
+        configurations = [c for c in ABLATION_CONFIGURATIONS if c.name in NAMES]
+        result = run_ablation(
+            config, configurations=configurations, progress=False, log=lambda m: None
+        )
+        return [r["train_seconds"] for r in result.runs]
+
+    assert seconds() == [400.0, 400.0]  # the clock itself, uninterrupted
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(RunStopped):
+        seconds(checkpoint_dir=str(ckpt), stop_after_step=2)
+    saved = read_checkpoint_info(ckpt / "plus-frame-mask-seed0" / "step-000002")
+    assert saved["extra"]["train_seconds"] == 200.0
+    assert seconds(checkpoint_dir=str(ckpt)) == [400.0, 400.0]
+
+
+def test_save_and_load_checkpoint_restore_the_random_number_generators(tmp_path):
+    """Draw right after saving; scramble every generator; load; the same draws come again."""
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    torch.manual_seed(11)
+    random.seed(12)
+    np.random.seed(13)
+    torch.rand(5), random.random(), np.random.rand(5)  # somewhere inside each stream
+    save_checkpoint(tmp_path / "ckpt", model, optimizer, step=1)
+
+    def draw() -> tuple:
+        return (
+            torch.rand(6).tolist(),
+            [random.random() for _ in range(3)],
+            np.random.rand(4).tolist(),
+        )
+
+    after_save = draw()
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    scrambled = draw()
+    for got, want in zip(scrambled, after_save, strict=True):
+        assert got != want  # the generators did move away
+    load_checkpoint(tmp_path / "ckpt", model, optimizer)
+    assert draw() == after_save
+
+
+def test_a_checkpoint_of_one_process_is_refused_by_two_with_one_clear_line(tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt")
+    config = tmp_path / "one.yaml"
+    config.write_text(yaml.safe_dump(SETTINGS))
+    argv = ["ablate", "--config", str(config), "--checkpoint-dir", ckpt, "--out", str(tmp_path)]
+    assert main([*argv, "--stop-after-step", "2"]) == 0  # the first run stops, saved by 1
+    assert "stopped after step 2" in capsys.readouterr().err
+    proc = torchrun_cli(tmp_path, 2, "--checkpoint-dir", ckpt, "--out", str(tmp_path / "two"))
+    assert proc.returncode != 0
+    message = "was saved by 1 process(es), but this run has 2; resume it with 1 process(es)"
+    assert proc.stderr.count(message) == 1, proc.stderr[-4000:]  # rank 0 alone says it
+    assert "flexframe ablate: error: checkpoint '" in proc.stderr
+    assert_no_worker_traceback(proc.stderr)
+    assert not (tmp_path / "two").exists()  # refused before training, nothing written
+
+
+def test_a_batch_that_does_not_split_is_one_usage_error_under_torchrun(tmp_path):
+    proc = torchrun_cli(tmp_path, 2, "--batch-size", "3", "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    message = (
+        "flexframe ablate: error: batch_size=3 does not split over 2 processes; choose a "
+        "multiple of the number of processes"
+    )
+    assert proc.stderr.count(message) == 1, proc.stderr[-4000:]
+    assert_no_worker_traceback(proc.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_under_torchrun_only_rank_0_prints(tmp_path):
+    frames = torch.linspace(0, 1, 20).view(20, 1, 1, 1).expand(20, 3, 16, 16).contiguous()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b", "c"):
+        write_video(videos / f"{name}.mp4", frames)
+    (videos / "broken.mp4").write_bytes(b"not a video" * 100)
+    proc = torchrun_cli(
+        tmp_path, 2, "--videos", str(videos / "*.mp4"), "--out", str(tmp_path / "out"),
+        steps=2, quiet=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    err, out = proc.stderr, proc.stdout
+    assert err.count("skipped video") == 1 and "broken.mp4: unreadable" in err, err
+    assert err.count("data: 3 of 4 video(s) used (1 skipped)") == 1, err
+    assert err.count("running 4 configurations") == 1, err
+    for name in ("Baseline", "Full"):
+        assert err.count(f"  {name:<12} seed 0: train loss") == 1, err
+    assert err.count("wrote ") == 1, err
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
+    assert rows == ["Configuration", "Baseline", "+Frame Mask", "+Fast-Slow", "Full"], out
+    assert (tmp_path / "out" / "results.json").is_file()

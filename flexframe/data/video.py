@@ -370,13 +370,20 @@ def _has_glob_magic(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def expand_video_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+def expand_video_paths(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], *, name: str = "paths"
+) -> list[Path]:
     """Expand files, globs and directories into a sorted-per-entry list of distinct files.
 
     Each entry is, in this order of precedence: an existing file (kept whatever its
     extension); an existing directory (every file below it, recursively, whose extension is in
     :data:`VIDEO_EXTENSIONS`); or a glob pattern (``*``, ``?``, ``[...]``, ``**`` recursive).
     Files keep the order of the entries, each entry's matches sorted; duplicates are dropped.
+
+    Args:
+        paths: Files, directories or globs.
+        name: What error messages call ``paths``: a caller that takes them under its own name
+            (a setting ``videos``, a flag ``--videos``) passes that name.
 
     Raises:
         FileNotFoundError: An entry is neither an existing path nor a pattern that matches a
@@ -397,19 +404,23 @@ def expand_video_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -
         Traceback (most recent call last):
         ...
         FileNotFoundError: paths: the pattern 'clips/*.mp4' matches no file
+        >>> expand_video_paths("clips/*.mp4", name="--videos")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: --videos: the pattern 'clips/*.mp4' matches no file
     """
     if isinstance(paths, (str, os.PathLike)):
         entries = [paths]
     elif isinstance(paths, Sequence):
         entries = list(paths)
     else:
-        raise TypeError(f"paths must be a path, a glob or a sequence of them, got {paths!r}")
+        raise TypeError(f"{name} must be a path, a glob or a sequence of them, got {paths!r}")
     if not entries:
-        raise ValueError("paths must name at least one file, directory or glob, got []")
+        raise ValueError(f"{name} must name at least one file, directory or glob, got []")
     found: list[Path] = []
     for entry in entries:
         if not isinstance(entry, (str, os.PathLike)):
-            raise TypeError(f"paths entries must be str or os.PathLike, got {entry!r}")
+            raise TypeError(f"{name} entries must be str or os.PathLike, got {entry!r}")
         text = os.path.expanduser(os.fspath(entry))
         p = Path(text)
         if p.is_file():
@@ -420,17 +431,17 @@ def expand_video_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -
             )
             if not videos:
                 raise ValueError(
-                    f"paths: the directory '{entry}' holds no file with a video extension "
+                    f"{name}: the directory '{entry}' holds no file with a video extension "
                     f"({', '.join(VIDEO_EXTENSIONS)})"
                 )
             found.extend(videos)
         elif _has_glob_magic(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
             if not matches:
-                raise FileNotFoundError(f"paths: the pattern '{entry}' matches no file")
+                raise FileNotFoundError(f"{name}: the pattern '{entry}' matches no file")
             found.extend(matches)
         else:
-            raise FileNotFoundError(f"paths: no such file or directory: '{entry}'")
+            raise FileNotFoundError(f"{name}: no such file or directory: '{entry}'")
     return list(dict.fromkeys(found))
 
 
@@ -457,6 +468,7 @@ class VideoClips(Dataset):
         grayscale: One luma channel instead of RGB.
         exact_count: Count frames by decoding each file instead of trusting the container's
             count (slower, but catches truncated files at construction).
+        name: What error messages call ``paths`` (see :func:`expand_video_paths`).
 
     Attributes:
         paths: The usable files, in order; ``dataset[i]`` reads ``paths[i]``.
@@ -488,6 +500,8 @@ class VideoClips(Dataset):
         min_frames: int | None = None,
         grayscale: bool = False,
         exact_count: bool = False,
+        *,
+        name: str = "paths",
     ) -> None:
         self.num_frames = check_int("num_frames", num_frames, minimum=1)
         self.min_frames = self.num_frames
@@ -508,7 +522,7 @@ class VideoClips(Dataset):
         self.paths: list[Path] = []
         self.frame_counts: list[int] = []
         self.skipped: list[tuple[str, str]] = []
-        candidates = expand_video_paths(paths)
+        candidates = expand_video_paths(paths, name=name)
         for path in candidates:
             try:
                 count = count_video_frames(path, exact=exact_count)
@@ -525,7 +539,7 @@ class VideoClips(Dataset):
             reasons = "; ".join(f"{name}: {reason}" for name, reason in self.skipped[:5])
             more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
             raise ValueError(
-                f"no usable video among the {len(candidates)} file(s) from paths={paths!r}: "
+                f"no usable video among the {len(candidates)} file(s) from {name}={paths!r}: "
                 f"{reasons}{more}"
             )
 

@@ -28,6 +28,15 @@ Metrics on the held-out clips, all mean squared errors of the frozen tower's fea
 - ``copy_error`` and ``last_frame_copy_error``: the trivial predictor "next frame = this frame"
   on the same targets; a ratio below 1 means the model beats copying.
 
+Checkpoints (``checkpoint_dir``): each (configuration, seed) run saves its training state in its
+own folder and resumes from it when run again. The checkpoint holds the run's fingerprint: every
+setting that shapes its training (all but :data:`NOT_IN_FINGERPRINT`: where files go, how often
+checkpoints are taken, the simulated kill, the held-out batch size, quiet, and the list of seeds
+of which the run's own seed is part), its configuration and seed, and the data's checksum. A
+resume with any of them changed is refused, naming what differs. That includes ``steps``: the
+learning rate follows a cosine over all ``steps``, so a longer run would have taken other steps
+from the start. The training time of the steps before the checkpoint is kept in it and added.
+
 Example:
     >>> [c.name for c in ABLATION_CONFIGURATIONS]
     ['Baseline', '+Frame Mask', '+Fast-Slow', 'Full']
@@ -62,9 +71,11 @@ __all__ = [
     "AblationData",
     "AblationResult",
     "FrameEncoder",
+    "NOT_IN_FINGERPRINT",
     "RunStopped",
     "TrainStep",
     "build_models",
+    "check_ablation_setup",
     "leak_free",
     "load_ablation_data",
     "run_ablation",
@@ -227,7 +238,7 @@ def _load_videos(config: AblationConfig, log: Log) -> AblationData:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Probing only (frame counts, unreadable and too-short files); the clips are read below.
-        probe = VideoClips(config.videos, num_frames=t, size=config.image_size)
+        probe = VideoClips(config.videos, num_frames=t, size=config.image_size, name="videos")
     for w in caught:  # skips are logged from probe.skipped below; anything else goes on
         if not str(w.message).startswith("skipping video"):
             warnings.warn(w.message, w.category, stacklevel=2)
@@ -586,12 +597,136 @@ class TrainStep(nn.Module):
 
 
 class RunStopped(Exception):
-    """Raised when ``stop_after_step`` ends a run early (its checkpoint lets it resume)."""
+    """Raised when ``stop_after_step`` ends a run early (its checkpoint lets it resume).
+
+    Attributes:
+        step: the steps the run had taken.
+        folder: its checkpoint folder, or None without ``checkpoint_dir``.
+    """
+
+    def __init__(self, message: str, step: int = 0, folder: Path | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.folder = folder
 
 
-def _checkpoint_folder(config: AblationConfig, configuration: AblationConfiguration, seed: int):
+NOT_IN_FINGERPRINT: tuple[str, ...] = (
+    "seeds",
+    "eval_batch_size",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "stop_after_step",
+    "out",
+    "quiet",
+)
+"""Settings a run may resume with changed: they do not shape its training. ``seeds`` is the list
+of runs (each run's own seed is in its fingerprint); ``eval_batch_size`` only batches the
+held-out evaluation, which runs after the last step."""
+
+
+def _checkpoint_folder(
+    config: AblationConfig, configuration: AblationConfiguration, seed: int
+) -> Path:
     slug = configuration.name.lower().replace("+", "plus-").replace(" ", "-")
     return Path(config.checkpoint_dir) / f"{slug}-seed{seed}"
+
+
+def _latest_checkpoint(folder: Path | None) -> Path | None:
+    """The checkpoint ``folder/latest`` names, or None when the run has none."""
+    if folder is None or not (folder / "latest").is_file():
+        return None
+    return folder / (folder / "latest").read_text().strip()
+
+
+def _fingerprint(
+    config: AblationConfig,
+    configuration: AblationConfiguration,
+    seed: int,
+    data_checksum: str,
+) -> dict[str, Any]:
+    """What a run's training depends on: its settings (but :data:`NOT_IN_FINGERPRINT`), its
+    configuration and seed, and the data's checksum."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_FINGERPRINT}
+    return {
+        **settings,
+        "configuration": configuration.name,
+        "seed": seed,
+        "data_checksum": data_checksum,
+    }
+
+
+def _check_resumable(checkpoint: Path, fingerprint: dict[str, Any], world_size: int) -> None:
+    """Raise ``ValueError`` unless ``checkpoint`` was saved by ``world_size`` processes with
+    ``fingerprint``; the message names every setting that differs. Reads files only, the same
+    ones on every rank, so under torchrun every rank raises alike, before any collective."""
+    from flexframe.distributed import read_checkpoint_info
+
+    info = read_checkpoint_info(checkpoint, world_size=world_size)
+    folder = checkpoint.parent
+    start_over = f"start over with another checkpoint_dir (or delete '{folder}')"
+    saved = info["extra"].get("fingerprint")
+    if saved is None:
+        raise ValueError(
+            f"the checkpoint '{checkpoint}' does not record the settings it was trained with "
+            f"(an older flexframe wrote it), so resuming it cannot be checked; {start_over}"
+        )
+    missing = object()
+    differ = [
+        f"{key}={saved.get(key, missing)!r} in the checkpoint, {fingerprint.get(key, missing)!r}"
+        " now"
+        for key in dict.fromkeys([*fingerprint, *saved])
+        if saved.get(key, missing) != fingerprint.get(key, missing)
+    ]
+    if differ:
+        why = (
+            " (steps counts: the learning rate decays over all steps)"
+            if saved.get("steps") != fingerprint.get("steps")
+            else ""
+        )
+        raise ValueError(
+            f"cannot resume the checkpoint in '{folder}': it was trained with other settings: "
+            f"{'; '.join(differ)}{why}. Rerun with the checkpoint's settings, or {start_over}"
+        )
+
+
+def check_ablation_setup(
+    config: AblationConfig,
+    data: AblationData,
+    world_size: int = 1,
+    configurations: Sequence[AblationConfiguration] = ABLATION_CONFIGURATIONS,
+) -> None:
+    """Check what :func:`run_ablation` would refuse, without training: the global batch splits
+    over ``world_size`` processes, and every checkpoint it would resume (``checkpoint_dir``)
+    was saved by as many processes, with the same settings and data.
+
+    Raises:
+        ValueError: the first problem, named (the setting, its value, the checkpoint folder).
+
+    Example:
+        >>> cfg = AblationConfig(num_clips_train=2, num_clips_test=1, batch_size=3)
+        >>> check_ablation_setup(cfg, load_ablation_data(cfg), world_size=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size=3 does not split over 2 processes; choose a multiple of the ...
+    """
+    _check_batch_split(config, world_size)
+    if config.checkpoint_dir is None:
+        return
+    checksum = data.checksum()
+    for seed in config.seeds:
+        for configuration in configurations:
+            latest = _latest_checkpoint(_checkpoint_folder(config, configuration, seed))
+            if latest is not None:
+                fingerprint = _fingerprint(config, configuration, seed, checksum)
+                _check_resumable(latest, fingerprint, world_size)
+
+
+def _check_batch_split(config: AblationConfig, world_size: int) -> None:
+    if config.batch_size % world_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} does not split over {world_size} processes; "
+            "choose a multiple of the number of processes"
+        )
 
 
 def _run_one(
@@ -639,6 +774,7 @@ def _run_one(
     # One global batch a step; each rank takes its contiguous share, so W processes make the
     # update one process makes over the whole batch.
     order = _batch_order(len(data.train), config.steps, config.batch_size, seed)
+    fingerprint = _fingerprint(config, configuration, seed, data.checksum())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, config.warmup_steps, config.steps)
@@ -646,13 +782,21 @@ def _run_one(
     losses: list[float] = []
     rows_seen: list[list[int]] = []  # this rank's clips, step by step
     start_step = 0
+    earlier_seconds = 0.0  # training time of the steps before the checkpoint resumed
     folder = _checkpoint_folder(config, configuration, seed) if config.checkpoint_dir else None
-    if folder is not None and (folder / "latest").is_file():
-        latest = folder / (folder / "latest").read_text().strip()
+    latest = _latest_checkpoint(folder)
+    if latest is not None:
+        _check_resumable(latest, fingerprint, env.world_size)  # before any collective
         state = load_checkpoint(latest, model, optimizer)
         start_step = state["step"]
         losses = list(state["extra"]["losses"])
         schedule.load_state_dict(state["extra"]["schedule"])
+        earlier_seconds = float(state["extra"]["train_seconds"])
+    # A simulated kill stops a run that started before its step; a run resumed at or past it
+    # (the same command run again) goes on to the end.
+    stop_at = config.stop_after_step
+    if stop_at is not None and start_step >= stop_at:
+        stop_at = None
     bar = tqdm(
         total=config.steps,
         initial=start_step,
@@ -683,19 +827,31 @@ def _run_one(
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
         done = step + 1
-        stopping = config.stop_after_step is not None and done >= config.stop_after_step
+        stopping = done == stop_at and done < config.steps
         if folder is not None and (done % config.checkpoint_every == 0 or stopping):
-            _save(folder, done, model, optimizer, schedule, losses, env, save_checkpoint)
-        if stopping and done < config.steps:
+            extra = {
+                "losses": list(losses),
+                "schedule": schedule.state_dict(),
+                "train_seconds": earlier_seconds + time.perf_counter() - start,
+                "fingerprint": fingerprint,
+            }
+            _save(folder, done, model, optimizer, extra, env, save_checkpoint)
+        if stopping:
             bar.close()
+            where = (
+                f"; its checkpoint is in {folder}"
+                if folder is not None
+                else "; without checkpoint_dir nothing was saved"
+            )
             raise RunStopped(
                 f"{configuration.name} (seed {seed}) stopped after step {done} as asked "
-                f"(stop_after_step={config.stop_after_step})"
-                + (f"; its checkpoint is in {folder}" if folder is not None else "")
+                f"(stop_after_step={stop_at}){where}",
+                step=done,
+                folder=folder,
             )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    train_seconds = time.perf_counter() - start
+    train_seconds = earlier_seconds + time.perf_counter() - start
     bar.close()
     scores = _evaluate(model, data.test, layout, targets_of, config, device)
     no_leak = leak_free(spec, layout.frame_indices, targets_of, config.tokens_per_frame)
@@ -737,13 +893,12 @@ def _run_one(
     return run
 
 
-def _save(folder, done, model, optimizer, schedule, losses, env, save_checkpoint) -> None:
+def _save(folder, done, model, optimizer, extra, env, save_checkpoint) -> None:
     """A checkpoint in ``folder/step-NNNNNN``, then ``folder/latest`` naming it (rank 0, after
     every rank has written, so ``latest`` never names a half-written checkpoint)."""
     import torch.distributed as dist
 
     name = f"step-{done:06d}"
-    extra = {"losses": list(losses), "schedule": schedule.state_dict()}
     save_checkpoint(folder / name, model, optimizer, done, extra)
     if env.distributed:
         dist.barrier()
@@ -992,19 +1147,20 @@ def run_ablation(
         for the table.
 
     Raises:
-        RunStopped: when ``config.stop_after_step`` ends a run early.
+        RunStopped: when ``config.stop_after_step`` ends a run that started before that step
+            (a run resumed at or past it goes on to the end).
+        ValueError: what :func:`check_ablation_setup` refuses (the batch does not split over
+            the processes; a checkpoint to resume was saved with other settings, data or number
+            of processes), before any training.
     """
     from flexframe.distributed import DistributedEnv, init_distributed
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    _check_batch_split(config, world_size)  # before joining the process group
+    if world_size > 1:
         env = init_distributed("cpu" if config.device == "cpu" else None)
     else:
         env = DistributedEnv.single(resolve_device(config.device))
-    if config.batch_size % env.world_size:
-        raise ValueError(
-            f"batch_size={config.batch_size} does not split over {env.world_size} processes; "
-            "choose a multiple of the number of processes"
-        )
     log = log or _stderr
     if not env.is_main:
         log = _silent  # one writer: rank 0
@@ -1015,6 +1171,7 @@ def run_ablation(
     backend = resolve_backend(config.attention_backend, device)
     started = time.perf_counter()
     data = load_ablation_data(config, log) if data is None else data
+    check_ablation_setup(config, data, env.world_size, configurations)
     log(f"data: {data.description}")
     where = f"{env.world_size} processes" if env.distributed else str(device)
     log(

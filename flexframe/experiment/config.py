@@ -183,7 +183,8 @@ class AblationConfig:
     checkpoint_dir: str | None = _setting(
         None,
         "training",
-        "save each run's training state here (torch.distributed.checkpoint) and resume from it",
+        "save each run's training state here (torch.distributed.checkpoint) and resume from it; "
+        "a resume with other settings (steps included), data or number of processes is refused",
         "path?",
     )
     checkpoint_every: int = _setting(
@@ -192,7 +193,8 @@ class AblationConfig:
     stop_after_step: int | None = _setting(
         None,
         "training",
-        "stop each run after this many steps, as a killed run would (to test resuming)",
+        "stop a run that starts before this step there, as a killed run would (to test "
+        "resuming); a run resumed at or past it goes on to the end",
         "int?",
         minimum=1,
     )
