@@ -5,7 +5,13 @@ both axes are in token units, so cell ``(q, k)`` covers ``k <= x < k + 1`` and `
 whatever the drawing resolution. Thin lines mark frame boundaries when the frame size is known.
 The colours are the module constants below (RGB hex), so tests and users can read pixels back.
 
-Masks up to ``max_elements`` tokens a side (512 by default) are drawn cell by cell. Longer ones
+Masks up to ``max_elements`` tokens a side (512 by default) are drawn cell by cell, and every
+cell then gets at least two whole pixels a side clear of frame lines: the figure keeps its size
+in inches but its dpi is raised as far as that needs (a 512-token mask in the default 7 x 5 inch
+figure is saved at about 260 dpi), frame lines are thinned to at most a quarter of a cell, and
+the picture is resampled "nearest", so the pixel under each cell's centre shows exactly that
+cell's colour. When that would take more than 8192 pixels on the figure's long side (a large
+``max_elements``), the mask is drawn by block instead and the axis label says why. Longer masks
 are drawn one cell per block and never as the ``[q_len, kv_len]`` mask:
 
 - a :class:`~flexframe.MaskSpec` with a closed form (every built-in mask) uses its BlockMask
@@ -20,7 +26,9 @@ are drawn one cell per block and never as the ``[q_len, kv_len]`` mask:
   :func:`plot_block_sparsity` shows the kernel's blocks.)
 - a spec without a closed form (your own masks, ``a & b``) is sampled the same way in every block,
   since building its BlockMask on the CPU would hold the whole mask; there a block whose samples
-  all agree is drawn as attend or masked, and the figure says the blocks were sampled;
+  all agree is drawn as attend or masked, and the figure says the blocks were sampled (block
+  *counts* of such a spec, :func:`block_sparsity` and :func:`plot_block_sparsity`, are exact:
+  its mask_mod is evaluated at every cell, a few query rows at a time, in bounded memory);
 - a ``BlockMask`` is read from its block tensors (batch 0, head 0) with its ``mask_mod`` sampled
   inside partial blocks: this is what the FlexAttention kernel computes;
 - a dense bool tensor is reduced block by block, and the share of each block is exact.
@@ -32,6 +40,7 @@ is shared between calls and it works without a display. This module depends on
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -43,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgb
@@ -93,7 +103,11 @@ BlockSize = int | tuple[int, int]
 
 _MAX_GRID = 1024  # block cells a side at most; the block size is raised to stay under it
 _MAX_FRAME_LINES = 64  # more frames than this would hide the cells under the lines
-_EVAL_CHUNK = 1 << 20  # mask_mod evaluations per batch when sampling blocks
+_EVAL_CHUNK = 1 << 20  # mask_mod evaluations per batch when sampling or scanning blocks
+_MIN_CELL_PX = 2  # an element-level cell spans at least this many pixels clear of frame lines
+_FRAME_LINE_PT = 0.8  # frame-line width in points; at element level at most a quarter cell
+_MAX_FIGURE_PX = 8192  # the dpi is never raised past this many pixels on a figure's long side
+_PICTURE_ZORDER = 2.6  # a mask picture sits above the axes spines (2.5); frame lines above it
 _PARTIAL_SHADE = (0.1, 0.9)  # a partial block's colour spans this part of masked -> attend
 
 
@@ -212,6 +226,27 @@ def _sample_points(start: torch.Tensor, size: torch.Tensor, samples: int):
     return torch.where(valid, points, start[:, None]), valid
 
 
+def _evaluate_rows(
+    mod: Callable, q_idx: torch.Tensor, kv_idx: torch.Tensor, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``mod`` at every pair of ``q_idx`` x ``kv_idx``: ``[len(q_idx), len(kv_idx)]`` bool.
+
+    One broadcast call (``[R, 1]`` queries against ``[1, K]`` keys), so that a mask_mod's
+    per-query and per-key work is done once per row and column; a mask_mod that does not
+    broadcast is evaluated at the flattened pairs by :func:`_evaluate`.
+    """
+    shape = (q_idx.numel(), kv_idx.numel())
+    q_dev, kv_dev = q_idx.to(device), kv_idx.to(device)
+    zero = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        out = torch.as_tensor(mod(zero, zero, q_dev[:, None], kv_dev[None, :]), device=device)
+        out = torch.broadcast_to(out, shape)
+    except Exception:
+        q_all = q_idx.repeat_interleave(shape[1])
+        return _evaluate(mod, q_all, kv_idx.repeat(shape[0]), device).view(shape)
+    return out.to(torch.bool).cpu()
+
+
 def _sampled_shares(
     mod: Callable,
     rows: torch.Tensor,
@@ -285,12 +320,60 @@ def _dense_block_counts(
     return counts, rows[:, None] * cols[None, :]
 
 
+def _scan_block_grids(
+    mod: Callable, lengths: tuple[int, int], block: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ``(partial, full)`` ``[nq, nk]`` grids from ``mod`` at every cell, never ``N x N``.
+
+    The mask_mod is evaluated a few query rows at a time (about ``_EVAL_CHUNK`` cells per call)
+    and each slice is reduced to its blocks at once, so the extra memory is
+    O(``_EVAL_CHUNK`` + ``num_q_blocks * num_kv_blocks``) whatever the lengths; the time is
+    ``q_len * kv_len`` evaluations. Cells past the real lengths count as masked, as torch pads,
+    so a padded block is never full.
+    """
+    (bq, bkv), (q_len, kv_len) = block, lengths
+    nq, nk = -(-q_len // bq), -(-kv_len // bkv)
+    kv_idx = torch.arange(kv_len, dtype=torch.int64)
+    rows = max(1, _EVAL_CHUNK // kv_len)  # query rows per evaluation
+    group = max(1, rows // bq)  # block rows per pass: one pass evaluates them all at once
+    step = group * bq if rows >= bq else rows
+    seen = torch.zeros(nq, nk, dtype=torch.bool)  # some cell attends
+    every = torch.zeros(nq, nk, dtype=torch.bool)  # every cell attends
+    for i0 in range(0, nq, group):
+        i1 = min(i0 + group, nq)
+        r_lo, r_hi = i0 * bq, min(i1 * bq, q_len)
+        # Per block row and key: does any / every query of the block attend? (uint8: fast
+        # reductions.) Queries past q_len are masked, so a short last block row is never full.
+        col_any = torch.zeros(i1 - i0, kv_len, dtype=torch.uint8)
+        complete = int(r_hi - r_lo == (i1 - i0) * bq)
+        col_all = torch.full((i1 - i0, kv_len), complete, dtype=torch.uint8)
+        for r0 in range(r_lo, r_hi, step):
+            r1 = min(r0 + step, r_hi)
+            out = _evaluate_rows(mod, torch.arange(r0, r1, dtype=torch.int64), kv_idx)
+            out = out.view(torch.uint8)
+            if step >= bq:  # whole block rows at once
+                if r1 - r0 < (i1 - i0) * bq:
+                    out = torch.nn.functional.pad(out, (0, 0, 0, (i1 - i0) * bq - (r1 - r0)))
+                out = out.view(i1 - i0, bq, kv_len)
+                col_any, col_all = out.amax(1), out.amin(1)
+            else:  # a slice of one block row
+                torch.maximum(col_any, out.amax(0, keepdim=True), out=col_any)
+                torch.minimum(col_all, out.amin(0, keepdim=True), out=col_all)
+        pad = (0, nk * bkv - kv_len)  # keys past kv_len are masked too
+        seen[i0:i1] = torch.nn.functional.pad(col_any, pad).view(-1, nk, bkv).amax(2).bool()
+        every[i0:i1] = torch.nn.functional.pad(col_all, pad).view(-1, nk, bkv).amin(2).bool()
+    return seen & ~every, every
+
+
 def _classify(
     src: _Source, block: tuple[int, int] | None
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """Exact ``(partial, full, (bq, bkv))`` block grids, as FlexAttention sees them.
 
-    A padded block is never full (torch pads with "masked").
+    A padded block is never full (torch pads with "masked"). A spec without a closed form is
+    scanned with :func:`_scan_block_grids` rather than given to torch's eager
+    ``create_block_mask``, which would hold the whole ``[q_len, kv_len]`` mask (and several
+    times that in temporaries) on the CPU.
     """
     if src.kind == "block_mask":
         own = tuple(int(b) for b in src.mask.BLOCK_SIZE)
@@ -301,6 +384,9 @@ def _classify(
             )
         return (*_block_mask_grids(src.mask), own)
     block = (128, 128) if block is None else block
+    if src.kind == "spec" and src.mask.relation is None:
+        mod = src.mask.mask_mod_for("cpu")
+        return (*_scan_block_grids(mod, (src.q_len, src.kv_len), block), block)
     if src.kind == "spec":
         return (*_block_mask_grids(src.mask.block_mask("cpu", block)), block)
     counts, _ = _dense_block_counts(src.mask, block)
@@ -375,9 +461,13 @@ def block_sparsity(mask: AnyMask, block_size: BlockSize | None = None) -> BlockS
     """Full, partial and skipped blocks of a mask, and the share of dense FLOPs they compute.
 
     Args:
-        mask: a ``MaskSpec`` (its BlockMask on the CPU; for a spec without a closed form that is
-            torch's ``create_block_mask``, which holds the ``[q_len, kv_len]`` mask), a
-            ``BlockMask`` (batch 0, head 0) or a ``[q_len, kv_len]`` bool tensor.
+        mask: a ``MaskSpec``, a ``BlockMask`` (batch 0, head 0) or a ``[q_len, kv_len]`` bool
+            tensor. A spec with a closed form (every built-in mask) is read from its CPU
+            BlockMask, built in O(blocks). A spec without one (your own masks, ``a & b``) has
+            its mask_mod evaluated at every cell, about 2**20 cells at a time and reduced to
+            blocks at once: memory stays O(blocks) at any length (never the ``[q_len, kv_len]``
+            mask torch's eager ``create_block_mask`` would hold), time grows as
+            ``q_len * kv_len`` (seconds at 16K tokens on a CPU, minutes at 64K).
         block_size: an int or ``(BLOCK_Q, BLOCK_KV)``; ``None`` means 128, or the BlockMask's own.
 
     Returns:
@@ -508,6 +598,16 @@ def _mask_picture(
     return _Picture(_shade(share), block, *lengths, frame, note, partial_any)
 
 
+def _too_many_cells(src: _Source, block_size: tuple[int, int], samples: int) -> _Picture:
+    """The block-level picture of ``src``, for a figure that cannot give each cell its pixels."""
+    pic = _mask_picture(src, 0, block_size, samples)
+    why = (
+        f"{max(src.q_len, src.kv_len)} tokens a side need more than {_MAX_FIGURE_PX} pixels "
+        f"at {_MIN_CELL_PX} a token"
+    )
+    return dataclasses.replace(pic, note=f"{why}: {pic.note}")
+
+
 def _block_mask_dense(bm: BlockMask) -> torch.Tensor:
     """``[q_len, kv_len]`` bool that a kernel computes from a (small) BlockMask."""
     q_len, kv_len = (int(n) for n in bm.seq_lengths)
@@ -523,18 +623,22 @@ def _block_mask_dense(bm: BlockMask) -> torch.Tensor:
     return expand(full) | (expand(partial) & inside)
 
 
-def _frame_lines(ax, q_len: int, kv_len: int, p: int | None) -> tuple[bool, str]:
-    """Thin lines at frame boundaries; returns (drawn, why not) for the legend and label."""
+def _frame_lines(ax, q_len: int, kv_len: int, p: int | None) -> tuple[LineCollection | None, str]:
+    """Thin lines at frame boundaries; returns (the lines or None, why not) for legend and label."""
     if p is None:
-        return False, ""
+        return None, ""
     frames = max(-(-q_len // p), -(-kv_len // p))
     if frames > _MAX_FRAME_LINES:
-        return False, f"frame lines omitted: {frames} frames of {p} > {_MAX_FRAME_LINES}"
+        return None, f"frame lines omitted: {frames} frames of {p} > {_MAX_FRAME_LINES}"
     segs = [((x, 0), (x, q_len)) for x in range(p, kv_len, p)]
     segs += [((0, y), (kv_len, y)) for y in range(p, q_len, p)]
-    if segs:
-        ax.add_collection(LineCollection(segs, colors=FRAME_LINE_COLOR, linewidths=0.8))
-    return bool(segs), ""
+    if not segs:
+        return None, ""
+    lines = LineCollection(
+        segs, colors=FRAME_LINE_COLOR, linewidths=_FRAME_LINE_PT, zorder=_PICTURE_ZORDER + 0.1
+    )
+    ax.add_collection(lines)
+    return lines, ""
 
 
 def _token_axes(ax, q_len: int, kv_len: int, note: str) -> None:
@@ -545,14 +649,22 @@ def _token_axes(ax, q_len: int, kv_len: int, note: str) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _draw_mask(ax, pic: _Picture, wrap: int = 60) -> list:
-    """Draw ``pic`` on ``ax`` (notes wrapped at ``wrap`` characters); returns legend handles."""
+def _draw_mask(ax, pic: _Picture, wrap: int = 60) -> tuple[list, LineCollection | None]:
+    """Draw ``pic`` on ``ax`` (notes wrapped at ``wrap`` characters).
+
+    Returns the legend handles and the frame lines (``None`` when there are none), which
+    :func:`_fit_cells` thins at element level.
+    """
     rows, cols = pic.rgb.shape[:2]
     ax.imshow(
         pic.rgb,
         extent=(0, cols * pic.cell[1], rows * pic.cell[0], 0),
-        interpolation="antialiased",  # nearest when cells get >= 3 pixels; never drops cells
+        # Element level: each pixel takes the colour of the one cell under its centre (the
+        # figure gives every cell whole pixels, see _fit_cells). Block level: sub-pixel blocks
+        # are averaged rather than dropped.
+        interpolation="nearest" if pic.cell == (1, 1) else "antialiased",
         aspect="equal",
+        zorder=_PICTURE_ZORDER,  # over the inner half of the axes frame, which hid edge cells
     )
     lines, why_not = _frame_lines(ax, pic.q_len, pic.kv_len, pic.num_patches_per_frame)
     note = "; ".join(n for n in (pic.note, why_not) if n)
@@ -564,17 +676,75 @@ def _draw_mask(ax, pic: _Picture, wrap: int = 60) -> list:
     if pic.partial:
         mid = _shade(np.array(0.5))
         handles.append(Patch(facecolor=mid, label="partial block\n(darker = more attend)"))
-    if lines:
+    if lines is not None:
         handles.append(
             Line2D(
                 [],
                 [],
                 color=FRAME_LINE_COLOR,
-                lw=0.8,
+                lw=_FRAME_LINE_PT,
                 label=f"frame boundary ({pic.num_patches_per_frame} tokens)",
             )
         )
-    return handles
+    return handles, lines
+
+
+_Panel = tuple[Axes, _Picture, LineCollection | None]  # (axes, what it shows, frame lines)
+
+
+def _settle(fig: Figure, axes: Sequence[Axes]) -> None:
+    """Lay ``fig`` out until its axes stop moving (constrained layout can take three passes)."""
+    before = None
+    for _ in range(5):
+        fig.draw_without_rendering()
+        boxes = [ax.get_position().bounds for ax in axes]
+        if boxes == before:
+            return
+        before = boxes
+
+
+def _fit_cells(fig: Figure, panels: Sequence[_Panel]) -> bool:
+    """Raise ``fig``'s dpi until every element-level cell has ``_MIN_CELL_PX`` clear pixels.
+
+    The layout is in inches, so the dpi scales every axes' pixels alike. Each element-level
+    panel's frame lines are thinned to at most a quarter of a cell, and the dpi is raised until a
+    cell spans ``_MIN_CELL_PX`` pixels more than a frame line: the pixel under any cell's centre
+    then lies wholly inside that cell, clear of the lines, and shows exactly its colour. Returns
+    ``False``, leaving the dpi as it was, when that needs more than ``_MAX_FIGURE_PX`` pixels on
+    the figure's long side (the caller then draws those panels by block).
+    """
+    cells = [(ax, pic, lines) for ax, pic, lines in panels if pic.cell == (1, 1)]
+    if not cells:
+        return True
+
+    def dpi_needed() -> float:
+        need = 0.0
+        for ax, pic, lines in cells:
+            box = ax.get_window_extent()
+            cell_in = min(box.width / pic.kv_len, box.height / pic.q_len) / fig.dpi
+            line_pt = 0.0
+            if lines is not None:  # unsnapped: a line covers exactly its width about the edge
+                line_pt = min(_FRAME_LINE_PT, 72 * cell_in / 4)
+                lines.set_linewidth(line_pt)
+                lines.set_snap(False)
+            need = max(need, _MIN_CELL_PX / (cell_in - line_pt / 72))  # pixels = inches * dpi
+        return need
+
+    fig.draw_without_rendering()
+    if dpi_needed() <= 0.85 * fig.dpi:  # ample: later layout passes move the axes a few percent
+        return True
+    dpi = fig.dpi
+    for _ in range(4):  # the layout barely moves with the dpi: this settles in a round or two
+        _settle(fig, [ax for ax, _, _ in cells])
+        need = dpi_needed()
+        if need <= fig.dpi:
+            return True
+        need *= 1.01  # a margin for pixel rounding of the axes
+        if max(fig.get_size_inches()) * need > _MAX_FIGURE_PX:
+            break
+        fig.set_dpi(need)
+    fig.set_dpi(dpi)
+    return False
 
 
 def _new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
@@ -584,12 +754,15 @@ def _new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
 
 
 def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    """Settle the layout, then save to ``path`` if given.
+    """Settle the layout and fix it, then save to ``path`` if given.
 
     Constrained layout moves the axes between the first and second draw when a legend sits
-    outside them; one layout pass here makes the saved file and every later draw identical.
+    outside them, and by a fraction of a pixel on every draw after; one layout pass here, then
+    no layout engine, makes the saved file and every later draw identical (to the pixel: cells
+    drawn two pixels wide must not shift between the file and a later ``savefig``).
     """
     fig.draw_without_rendering()
+    fig.set_layout_engine("none")
     if path is not None:
         fig.savefig(Path(path), dpi=fig.dpi)
     return fig
@@ -611,9 +784,11 @@ def visualize_mask(
     """Draw a mask (attend vs masked cells, frame lines) and save it as a PNG.
 
     Rows are queries (top to bottom), columns are keys (left to right), both in token units.
-    Masks up to ``max_elements`` tokens a side show every cell; longer ones are drawn one cell per
-    block without building the ``[q_len, kv_len]`` mask (see the module docstring for how each
-    input is read and how partial blocks are shaded).
+    Masks up to ``max_elements`` tokens a side show every cell, each at least two whole pixels a
+    side: the dpi is raised when the axes would give a cell less (the figure keeps its size in
+    inches). Longer ones are drawn one cell per block without building the ``[q_len, kv_len]``
+    mask (see the module docstring for the rule, how each input is read and how partial blocks
+    are shaded).
 
     Args:
         mask: a ``MaskSpec``, a ``BlockMask`` or a ``[q_len, kv_len]`` bool tensor (True = attend).
@@ -622,12 +797,14 @@ def visualize_mask(
             (``"My Frame Mask"`` -> ``my_frame_mask.png``).
         save: ``False`` only returns the figure.
         num_patches_per_frame: frame size for the frame lines; a spec's own by default.
-        max_elements: the longest side drawn cell by cell.
+        max_elements: the longest side drawn cell by cell (block level beyond; also block level
+            when two pixels a cell would need more than 8192 pixels on the figure's long side).
         block_size: tokens per cell a side when drawing blocks (a BlockMask uses its own); raised
             by a whole factor if the grid would exceed 1024 cells a side.
         samples_per_block: cells sampled per block side to shade partial blocks.
         figsize: figure size in inches.
-        dpi: dots per inch of the figure and of the saved PNG.
+        dpi: dots per inch of the figure and of the saved PNG; a cell-by-cell picture raises it
+            (``fig.dpi``) until every cell spans two pixels.
 
     Returns:
         The matplotlib ``Figure`` (Agg canvas; no pyplot state).
@@ -643,18 +820,25 @@ def visualize_mask(
     src = _as_source(mask, num_patches_per_frame)
     max_elements = check_int("max_elements", max_elements, minimum=0)
     samples = check_int("samples_per_block", samples_per_block, minimum=1)
-    pic = _mask_picture(src, max_elements, _block_size(block_size), samples)
+    block = _block_size(block_size)
     title = _default_title(src) if title is None else title
     target = None
     if save:
         target = Path(path) if path is not None else Path.cwd() / filename_for_title(title)
-    fig = _new_figure(figsize, dpi)
-    ax = fig.add_subplot()
-    handles = _draw_mask(ax, pic)
-    ax.set_title(textwrap.fill(title, 60), fontsize=10)
-    ax.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False
-    )
+
+    def draw(pic: _Picture) -> tuple[Figure, list[_Panel]]:
+        fig = _new_figure(figsize, dpi)
+        ax = fig.add_subplot()
+        handles, lines = _draw_mask(ax, pic)
+        ax.set_title(textwrap.fill(title, 60), fontsize=10)
+        ax.legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False
+        )
+        return fig, [(ax, pic, lines)]
+
+    fig, panels = draw(_mask_picture(src, max_elements, block, samples))
+    if not _fit_cells(fig, panels):
+        fig, _ = draw(_too_many_cells(src, block, samples))
     return _finish(fig, target)
 
 
@@ -683,7 +867,7 @@ def mask_to_png(
         dpi=dpi,
     )
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=fig.dpi)  # raised for a long mask drawn cell by cell
     return buffer.getvalue()
 
 
@@ -767,8 +951,10 @@ def plot_block_sparsity(
             facecolor=SKIPPED_BLOCK_COLOR, edgecolor="#999999", label=f"skipped: {stats.skipped}"
         ),
     ]
-    if lines:
-        handles.append(Line2D([], [], color=FRAME_LINE_COLOR, lw=0.8, label="frame boundary"))
+    if lines is not None:
+        handles.append(
+            Line2D([], [], color=FRAME_LINE_COLOR, lw=_FRAME_LINE_PT, label="frame boundary")
+        )
     if ends:
         handles.append(
             Line2D([], [], color=SEQUENCE_END_COLOR, lw=1.0, ls="--", label="sequence end")
@@ -800,7 +986,8 @@ def compare_masks(
     """Draw several masks side by side, one panel each, with one shared legend.
 
     Each panel is drawn as :func:`visualize_mask` would draw it: cell by cell up to
-    ``max_elements`` tokens a side, one cell per block beyond.
+    ``max_elements`` tokens a side, one cell per block beyond. The dpi is raised until every
+    cell-by-cell panel gives each cell two whole pixels a side.
 
     Args:
         masks: a sequence of masks (panels titled by spec name) or a mapping ``{title: mask}``.
@@ -811,7 +998,7 @@ def compare_masks(
         block_size: tokens per cell a side when drawing blocks.
         samples_per_block: cells sampled per block side to shade partial blocks.
         panel_size: inches per panel.
-        dpi: dots per inch.
+        dpi: dots per inch; raised when a cell-by-cell panel needs it.
 
     Returns:
         The matplotlib ``Figure``.
@@ -846,24 +1033,38 @@ def compare_masks(
         sources.append((src.name if label is None else str(label), src))
     ncols = min(len(items), 4) if ncols is None else check_int("ncols", ncols, minimum=1)
     nrows = math.ceil(len(items) / ncols)
-    fig = _new_figure((panel_size * ncols, panel_size * nrows + 0.8), dpi)
-    handles: dict[str, object] = {}
-    for i, (label, src) in enumerate(sources):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        pic = _mask_picture(src, max_elements, block, samples)
-        for h in _draw_mask(ax, pic, wrap=max(20, int(panel_size * 11))):
-            handles.setdefault(h.get_label().split(" (")[0], h)
-        ax.set_title(textwrap.fill(label, 40), fontsize=9)
-    fig.legend(
-        handles=list(handles.values()),
-        labels=list(handles),
-        loc="outside lower center",
-        ncols=len(handles),
-        fontsize=8,
-        frameon=False,
-    )
-    if title is not None:
-        fig.suptitle(title, fontsize=11)
+
+    def draw(pics: list[_Picture]) -> tuple[Figure, list[_Panel]]:
+        fig = _new_figure((panel_size * ncols, panel_size * nrows + 0.8), dpi)
+        handles: dict[str, object] = {}
+        panels = []
+        for i, ((label, _), pic) in enumerate(zip(sources, pics, strict=True)):
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            drawn, lines = _draw_mask(ax, pic, wrap=max(20, int(panel_size * 11)))
+            for h in drawn:
+                handles.setdefault(h.get_label().split(" (")[0], h)
+            ax.set_title(textwrap.fill(label, 40), fontsize=9)
+            panels.append((ax, pic, lines))
+        fig.legend(
+            handles=list(handles.values()),
+            labels=list(handles),
+            loc="outside lower center",
+            ncols=len(handles),
+            fontsize=8,
+            frameon=False,
+        )
+        if title is not None:
+            fig.suptitle(title, fontsize=11)
+        return fig, panels
+
+    pics = [_mask_picture(src, max_elements, block, samples) for _, src in sources]
+    fig, panels = draw(pics)
+    if not _fit_cells(fig, panels):
+        pics = [
+            _too_many_cells(src, block, samples) if pic.cell == (1, 1) else pic
+            for (_, src), pic in zip(sources, pics, strict=True)
+        ]
+        fig, _ = draw(pics)
     return _finish(fig, path)
 
 
@@ -959,7 +1160,9 @@ def mask_summary(mask: AnyMask, block_size: BlockSize = 128) -> str:
     """A few lines on a mask: name, description, parameters, lengths, frames and block sparsity.
 
     Block sparsity is left out, and the line says why, for a spec without a closed form whose
-    ``q_len * kv_len`` exceeds 2**26 cells: its CPU BlockMask would hold the whole mask.
+    ``q_len * kv_len`` exceeds 2**26 cells: its blocks are counted by evaluating the mask_mod at
+    every cell (see :func:`block_sparsity`, which does it in bounded memory), too slow for a
+    summary that Jupyter shows on its own.
 
     Example:
         >>> from flexframe import get_mask
@@ -985,7 +1188,10 @@ def mask_summary(mask: AnyMask, block_size: BlockSize = 128) -> str:
         frames = f"; {-(-src.q_len // p)} frames of {p} tokens"
     lines.append(f"q_len={src.q_len}, kv_len={src.kv_len}{frames}")
     if src.kind == "spec" and src.mask.relation is None and src.q_len * src.kv_len > 1 << 26:
-        lines.append("blocks: not computed (no closed form; the CPU BlockMask holds every cell)")
+        lines.append(
+            f"blocks: not computed (no closed form: all {src.q_len * src.kv_len} cells would be "
+            "evaluated; block_sparsity() does it)"
+        )
     else:
         lines.append(f"blocks: {block_sparsity(mask, None if src.kind == 'block_mask' else block)}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from matplotlib.colors import to_rgb
 from strategies import block_mask_grids, expected_block_grids, mask_configs, reference_dense
 
+import flexframe.viz as viz_module
 from flexframe import MaskSpec, get_mask
 from flexframe.viz import (
     ATTEND_COLOR,
@@ -158,6 +160,88 @@ def test_frame_lines_are_drawn_only_when_the_frame_size_is_known():
     assert red_pixels(visualize_mask(tokens, save=False, **FIG)) == 0
     given_size = visualize_mask(tokens.to_dense(), save=False, num_patches_per_frame=4, **FIG)
     assert red_pixels(given_size) > 200
+
+
+# -- element level at a few hundred tokens ------------------------------------------------------
+def png_cells(img: np.ndarray, ax, q_len: int, kv_len: int) -> np.ndarray:
+    """``[q_len, kv_len, 3]``: the pixel under every cell's centre, the cells laid out evenly over
+    the axes box (``img`` is the whole figure, row 0 at the top; the box has origin bottom left).
+    """
+    (x0, y0), (x1, y1) = ax.get_window_extent().get_points()
+    rows = np.floor(img.shape[0] - y1 + (np.arange(q_len) + 0.5) * (y1 - y0) / q_len)
+    cols = np.floor(x0 + (np.arange(kv_len) + 0.5) * (x1 - x0) / kv_len)
+    return img[rows.astype(int)[:, None], cols.astype(int)[None, :]]
+
+
+def read_png(source) -> np.ndarray:
+    return (mpimg.imread(source)[..., :3] * 255).round().astype(int)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        # the diagonal alone: one attend cell per row, the easiest to lose between pixels
+        ("sliding-window", {"num_frames": 512, "num_patches_per_frame": 1, "window_size": 0}),
+        ("token-causal", {"seq_len": 300}),
+        # frame lines drawn across a 512-token picture: they must not hide a cell
+        ("causal-frame", {"num_frames": 8, "num_patches_per_frame": 64}),
+        ("sliding-window", {"num_frames": 37, "num_patches_per_frame": 13, "window_size": 2}),
+    ],
+    ids=["diagonal-512", "token-causal-300", "causal-frame-8x64", "sliding-window-37x13"],
+)
+def test_a_few_hundred_tokens_at_default_settings_show_every_cell_in_the_png(
+    name, params, tmp_path
+):
+    spec = get_mask(name, **params)
+    fig = visualize_mask(spec, path=tmp_path / "mask.png")  # every default: max_elements=512
+    img = read_png(tmp_path / "mask.png")
+    assert img.shape == render(fig).shape  # the PNG holds the figure as laid out
+    want = expected_cells(reference_dense(name, params))
+    got = png_cells(img, fig.axes[0], *want.shape[:2])
+    wrong = np.abs(got - want).max(-1) > 1
+    assert not wrong.any(), (
+        f"{wrong.sum()} of {wrong.size} cells off, e.g. {np.argwhere(wrong)[:5]}"
+    )
+    box = fig.axes[0].get_window_extent()  # ... and each cell spans the documented two pixels
+    assert min(box.width / want.shape[1], box.height / want.shape[0]) >= 2
+
+
+def test_a_random_non_square_mask_keeps_every_cell_in_each_kind_of_picture():
+    # Every cell is independent of its neighbours: a cell lost between pixels shows at once.
+    g = torch.Generator().manual_seed(0)
+    wide, tall = torch.rand(400, 512, generator=g) < 0.5, torch.rand(512, 90, generator=g) < 0.5
+    fig = visualize_mask(wide, save=False, figsize=(4.0, 3.0), dpi=72)
+    assert np.abs(png_cells(render(fig), fig.axes[0], 400, 512) - expected_cells(wide)).max() <= 1
+    # Jupyter's picture: PNG bytes of a 5.5 x 4 inch figure at 80 dpi, raised for 512 rows
+    png = read_png(io.BytesIO(mask_to_png(tall)))
+    fig = visualize_mask(tall, save=False, figsize=(5.5, 4.0), dpi=80)
+    assert png.shape == render(fig).shape and fig.dpi > 80
+    assert np.abs(png_cells(png, fig.axes[0], 512, 90) - expected_cells(tall)).max() <= 1
+    fig = compare_masks({"wide": wide, "tall": tall}, dpi=100)
+    img = render(fig)
+    for ax, mask in zip(fig.axes, (wide, tall), strict=True):
+        got = png_cells(img, ax, *mask.shape)
+        assert np.abs(got - expected_cells(mask)).max() <= 1, ax.get_title()
+
+
+def test_small_masks_keep_the_given_dpi():
+    fig = visualize_mask(get_mask("token-causal", seq_len=64), save=False, **FIG)
+    assert fig.dpi == 100
+
+
+def test_cells_that_cannot_get_two_pixels_in_the_figure_are_drawn_by_block_and_it_says_so():
+    # 1000 query rows in a 3-inch-high figure: two pixels a row would need about 1000 dpi, so
+    # some 20000 pixels across 20 inches, over the 8192-pixel limit.
+    spec = get_mask("token-causal", seq_len=1000)
+    fig = visualize_mask(spec, save=False, max_elements=1000, figsize=(20.0, 3.0), dpi=100)
+    ax = fig.axes[0]
+    assert fig.dpi == 100
+    label = " ".join(ax.get_xlabel().split())
+    assert "1000 tokens a side need more than 8192 pixels" in label
+    assert "one cell per 128x128-token block" in label
+    img = render(fig)
+    assert same(pixel(img, ax, 64, 832), rgb255(ATTEND_COLOR))  # block (6, 0): the past
+    assert same(pixel(img, ax, 832, 64), rgb255(MASKED_COLOR))  # block (0, 6): the future
 
 
 # -- saving -------------------------------------------------------------------------------------
@@ -336,6 +420,69 @@ def test_block_sparsity_plot_counts_equal_the_block_mask_and_brute_force(config,
     ]
 
 
+def hashed_spec(q_len: int, kv_len: int, modulus: int) -> tuple[MaskSpec, torch.Tensor]:
+    """A hand-made spec without a closed form (an irregular pattern), and its brute-force mask."""
+
+    def mod(b, h, q_idx, kv_idx):
+        return (q_idx * 7 + kv_idx * 3) % modulus < 2
+
+    spec = MaskSpec(name="hashed", params={}, q_len=q_len, kv_len=kv_len, mod_factory=lambda d: mod)
+    dense = torch.tensor(
+        [[(q * 7 + k * 3) % modulus < 2 for k in range(kv_len)] for q in range(q_len)]
+    )
+    return spec, dense
+
+
+@settings(max_examples=25)
+@given(
+    mask_configs(max_frames=5, max_patches=5),
+    st.sampled_from(["&", "|", "hashed"]),
+    block_sizes,
+    st.sampled_from([1, 2, 3, "bq", "2bq+1", 1 << 20]),
+    st.integers(2, 5),
+)
+def test_blocks_of_a_mask_without_closed_form_are_counted_exactly_and_never_densely(
+    config, how, block_size, rows_per_call, modulus
+):
+    name, params = config
+    ref = reference_dense(name, params)
+    n = ref.shape[0]
+    if how == "hashed":  # not square: q and kv blocks pad differently
+        spec, want = hashed_spec(n, n + 3, modulus)
+    else:
+        other, other_ref = hashed_spec(n, n, modulus)
+        spec = get_mask(name, **params) & other if how == "&" else get_mask(name, **params) | other
+        want = ref & other_ref if how == "&" else ref | other_ref
+    assert spec.relation is None
+    bq, bkv = block_size if isinstance(block_size, tuple) else (block_size, block_size)
+    rows = {"bq": bq, "2bq+1": 2 * bq + 1}.get(rows_per_call, rows_per_call)
+    want_partial, want_full = expected_block_grids(want, bq, bkv)
+    nq, nk = want_full.shape
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dense mask was built")
+
+    with (
+        mock.patch.object(viz_module, "_EVAL_CHUNK", rows * spec.kv_len),  # rows per evaluation
+        mock.patch.object(MaskSpec, "to_dense", refuse),
+        mock.patch.object(MaskSpec, "block_mask", refuse),
+    ):
+        stats = block_sparsity(spec, (bq, bkv))
+        fig = plot_block_sparsity(spec, (bq, bkv), **FIG)
+    drawn = classify_plot(fig, nq, nk, bq, bkv)
+    assert np.array_equal(drawn == 2, want_full.numpy())
+    assert np.array_equal(drawn == 1, want_partial.numpy())
+    n_full, n_partial = int(want_full.sum()), int(want_partial.sum())
+    assert (stats.full, stats.partial, stats.skipped) == (
+        n_full,
+        n_partial,
+        nq * nk - n_full - n_partial,
+    )
+    # ... the counts torch's own create_block_mask gives
+    torch_stats = block_sparsity(spec.block_mask("cpu", (bq, bkv)))
+    assert (torch_stats.full, torch_stats.partial) == (n_full, n_partial)
+
+
 def test_block_sparsity_plot_reads_block_masks_and_dense_tensors_alike():
     spec = get_mask("sliding-window", num_frames=6, num_patches_per_frame=5, window_size=1)
     partial, full = block_mask_grids(spec.block_mask("cpu", 4))
@@ -453,6 +600,60 @@ _PEAK_SCRIPT = textwrap.dedent(
     print(json.dumps({"seconds": seconds, "peak_growth_mib": (after - before) / 1024}))
     """
 )
+
+
+_SCAN_PEAK_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, time
+    import matplotlib
+    matplotlib.use("Agg")
+    from flexframe import get_mask
+    from flexframe.viz import block_sparsity, plot_block_sparsity
+
+    def combined(frames, p):
+        return (
+            get_mask("causal-frame", num_frames=frames, num_patches_per_frame=p)
+            & get_mask("sliding-window", num_frames=frames, num_patches_per_frame=p, window_size=4)
+        )
+
+    small = combined(4, 4)
+    plot_block_sparsity(small, 4).canvas.draw()  # warm up fonts, caches and the scan itself
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    spec = combined(128, 64)  # 8192 tokens, no closed form
+    plot_block_sparsity(spec, path="blocks.png")
+    stats = block_sparsity(spec)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({
+        "seconds": seconds,
+        "peak_growth_mib": (after - before) / 1024,
+        "counts": [stats.full, stats.partial, stats.skipped],
+    }))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+def test_blocks_of_an_8k_token_mask_without_closed_form_are_counted_in_bounded_memory(tmp_path):
+    # The [8192, 8192] mask alone is 64 MiB of bools, and torch's eager create_block_mask holds
+    # several copies of it (0.5 GiB measured here, 2.9 GiB at 16K); the scan needs a few MiB.
+    result = subprocess.run(
+        [sys.executable, "-c", _SCAN_PEAK_SCRIPT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["peak_growth_mib"] < 64, report
+    # causal-frame & sliding-window is the sliding window: its closed-form BlockMask's counts
+    reference = get_mask("sliding-window", num_frames=128, num_patches_per_frame=64, window_size=4)
+    bm = reference.block_mask("cpu", 128)
+    n_full, n_partial = int(bm.full_kv_num_blocks.sum()), int(bm.kv_num_blocks.sum())
+    assert report["counts"] == [n_full, n_partial, 64 * 64 - n_full - n_partial], report
+    assert sorted(os.listdir(tmp_path)) == ["blocks.png"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
