@@ -39,7 +39,16 @@ PROG = "flexframe"
 
 
 class UsageError(Exception):
-    """Something the user typed is wrong; printed as one line, exit status 2."""
+    """Something the user typed is wrong; printed as one line, exit status 2.
+
+    ``rank_local``: the cause may lie in this process's machine alone (a file missing on one
+    node), so under torchrun every rank that hits it prints it, marked with its rank; errors in
+    the settings themselves are the same on every rank and rank 0 alone prints them.
+    """
+
+    def __init__(self, message: str, rank_local: bool = False) -> None:
+        super().__init__(message)
+        self.rank_local = rank_local
 
 
 def _is_main_process() -> bool:
@@ -243,9 +252,12 @@ def _ablate(args: argparse.Namespace) -> int:
         resolve_backend(config.attention_backend, resolve_device(config.device))
         data = load_ablation_data(config, log=_say)
         check_ablation_setup(config, data, world_size)
-        if main_process:  # rank 0 alone writes the files
-            _check_out_folder(config.out, out_flag)
-    except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
+        # Rank 0 alone writes the files, but every rank checks: a rank that returned here alone
+        # would leave the others waiting for it in the process group.
+        _check_out_folder(config.out, out_flag)
+    except (FileNotFoundError, ImportError) as exc:
+        raise UsageError(str(exc), rank_local=True) from None
+    except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     from flexframe.distributed import shutdown_distributed
     from flexframe.experiment.ablation import RunStopped
@@ -396,5 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as exc:
-        _say(f"{PROG} {args.command}: error: {exc}")
+        line = f"{PROG} {args.command}: error: {exc}"
+        if exc.rank_local and not _is_main_process():
+            print(f"[rank {os.environ['RANK']}] {line}", file=sys.stderr, flush=True)
+        else:
+            _say(line)
         return 2

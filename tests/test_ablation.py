@@ -412,10 +412,18 @@ def test_resuming_with_changed_settings_is_refused_naming_them(capsys, tmp_path)
     assert code == 2
     assert "data_seed=0 in the checkpoint, 1 now" in err and "data_checksum=" in err
     assert "steps=" not in err  # only what differs is named
-    # Out, quiet, checkpoint_every, stop_after_step and eval_batch_size are bookkeeping: resumed
-    # at step 4 of 4, the run trains no further and reports the first run's training.
+    code, _, err = run(
+        capsys, *base, "--steps", "4", "--parallel", "fsdp", "--out", tmp_path / "o4"
+    )
+    assert code == 2 and "parallel='ddp' in the checkpoint, 'fsdp' now" in err, err
+    # Out, quiet, checkpoint_every, stop_after_step and eval_batch_size are bookkeeping, and
+    # device, backend and parallel mode spelled as what "auto" gives on the CPU are the same run,
+    # as is recomputing activations: resumed at step 4 of 4, the run trains no further and
+    # reports the first run's training.
     code, _, err = run(capsys, *base[:-1], "3", "--steps", "4", "--eval-batch-size", "1",
-                       "--stop-after-step", "3", "--out", tmp_path / "again")  # fmt: skip
+                       "--stop-after-step", "3", "--device", "cpu", "--attention-backend", "sdpa",
+                       "--parallel", "ddp", "--activation-checkpointing",
+                       "--out", tmp_path / "again")  # fmt: skip
     assert code == 0, err
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert [r["resumed_from_step"] for r in again["runs"]] == [4, 4, 4, 4]

@@ -7,6 +7,7 @@ from the brute-force definitions in ``tests/strategies.py``; block counts likewi
 
 from __future__ import annotations
 
+import os
 import string
 import subprocess
 import sys
@@ -260,3 +261,17 @@ def test_a_value_yaml_cannot_read_stays_text_and_an_equals_sign_may_appear_in_it
     assert parse_mask_params(["a=[1,", "b=x=y"]) == {"a": "[1,", "b": "x=y"}
     with pytest.raises(UsageError, match="KEY=VALUE"):
         parse_mask_params(["=3"])
+
+
+def test_a_rank_other_than_0_prints_an_error_of_its_own_machine(tmp_path):
+    # A file missing on one node: that rank says so, marked with its rank (rank 0 may be fine).
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    cmd = [sys.executable, "-m", "flexframe", "ablate", "--videos", str(tmp_path / "none*.mp4"),
+           "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("[rank 1] flexframe ablate: error: --videos:"), proc.stderr
+    # A mistake in the settings is the same on every rank: rank 0 alone reports it.
+    cmd = [sys.executable, "-m", "flexframe", "ablate", "--lr", "-1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (2, "")

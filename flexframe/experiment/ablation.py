@@ -618,10 +618,21 @@ NOT_IN_FINGERPRINT: tuple[str, ...] = (
     "stop_after_step",
     "out",
     "quiet",
+    "videos",
+    "activation_checkpointing",
 )
 """Settings a run may resume with changed: they do not shape its training. ``seeds`` is the list
 of runs (each run's own seed is in its fingerprint); ``eval_batch_size`` only batches the
-held-out evaluation, which runs after the last step."""
+held-out evaluation, which runs after the last step; ``videos`` names the files, whose clips the
+data checksum covers; ``activation_checkpointing`` recomputes, with the same arithmetic. The
+device, attention backend, parallel mode and fast/slow numbers enter the fingerprint as what they
+resolve to (``auto`` on a CPU is ``sdpa``, a preset is its four numbers), so spelling the same
+run another way resumes it."""
+
+_RESOLVED_IN_FINGERPRINT = (
+    "device", "attention_backend", "parallel", "fast_slow_preset",
+    "num_fast", "num_slow", "fast_stride", "slow_stride",
+)  # fmt: skip
 
 
 def _checkpoint_folder(
@@ -638,6 +649,13 @@ def _latest_checkpoint(folder: Path | None) -> Path | None:
     return folder / (folder / "latest").read_text().strip()
 
 
+def _resolve_parallel(parallel: str, device: torch.device) -> str:
+    """``"auto"`` -> FSDP2 on GPUs, DDP on the CPU."""
+    if parallel == "auto":
+        return "fsdp" if device.type == "cuda" else "ddp"
+    return parallel
+
+
 def _fingerprint(
     config: AblationConfig,
     configuration: AblationConfiguration,
@@ -646,9 +664,15 @@ def _fingerprint(
 ) -> dict[str, Any]:
     """What a run's training depends on: its settings (but :data:`NOT_IN_FINGERPRINT`), its
     configuration and seed, and the data's checksum."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_FINGERPRINT}
+    skip = (*NOT_IN_FINGERPRINT, *_RESOLVED_IN_FINGERPRINT)
+    settings = {k: v for k, v in config.to_dict().items() if k not in skip}
+    device = resolve_device(config.device)
     return {
         **settings,
+        "device": device.type,
+        "attention_backend": resolve_backend(config.attention_backend, device),
+        "parallel": _resolve_parallel(config.parallel, device),
+        **config.fast_slow_settings(),
         "configuration": configuration.name,
         "seed": seed,
         "data_checksum": data_checksum,
@@ -763,9 +787,7 @@ def _run_one(
             f"(layout frames {layout.frame_indices.tolist()}), so the common last-frame metric "
             "is undefined"
         )
-    parallel = config.parallel
-    if parallel == "auto":
-        parallel = "fsdp" if device.type == "cuda" else "ddp"
+    parallel = _resolve_parallel(config.parallel, device)
     model = wrap_model(TrainStep(encoder, module), env, parallel)
     params = [p for p in model.parameters() if p.requires_grad]
     num_parameters = sum(
