@@ -33,6 +33,13 @@ are drawn one cell per block and never as the ``[q_len, kv_len]`` mask:
   inside partial blocks: this is what the FlexAttention kernel computes;
 - a dense bool tensor is reduced block by block, and the share of each block is exact.
 
+Every figure is returned with matplotlib's constrained layout, so that a suptitle, a colorbar or
+a new size added after the call is laid out again, except a figure whose dpi was raised for
+whole-pixel cells: its layout is fixed after one pass (no layout engine), so that the cells stay
+on the same pixels in the saved file and in every later draw. Call
+``fig.set_layout_engine("constrained")`` on such a figure before adding to it (each cell still
+covers the pixel under its centre unless the axes then shrink).
+
 Only matplotlib's object API is used (``Figure`` with an Agg canvas, never ``pyplot``): nothing
 is shared between calls and it works without a display. This module depends on
 ``flexframe.masks`` alone.
@@ -78,6 +85,7 @@ __all__ = [
     "filename_for_title",
     "mask_summary",
     "mask_to_png",
+    "mask_to_png_with_size",
     "plot_block_sparsity",
     "plot_frame_timeline",
     "visualize_mask",
@@ -232,19 +240,31 @@ def _evaluate_rows(
     """``mod`` at every pair of ``q_idx`` x ``kv_idx``: ``[len(q_idx), len(kv_idx)]`` bool.
 
     One broadcast call (``[R, 1]`` queries against ``[1, K]`` keys), so that a mask_mod's
-    per-query and per-key work is done once per row and column; a mask_mod that does not
-    broadcast is evaluated at the flattened pairs by :func:`_evaluate`.
+    per-query and per-key work is done once per row and column. Its result is taken only when
+    its shape is one that elementwise ops on those inputs give: 0-d, or 2-d ``[R or 1, K or 1]``.
+    Anything else (a mask_mod that squeezes or reshapes its indices, which flex_attention passes
+    as 0-d tensors, can return ``[R]`` here, and ``[R]`` would broadcast along the keys when
+    ``R == K``), and any mask_mod that raises, is evaluated at the flattened pairs by
+    :func:`_evaluate`.
     """
     shape = (q_idx.numel(), kv_idx.numel())
     q_dev, kv_dev = q_idx.to(device), kv_idx.to(device)
     zero = torch.zeros((), dtype=torch.int64, device=device)
     try:
         out = torch.as_tensor(mod(zero, zero, q_dev[:, None], kv_dev[None, :]), device=device)
-        out = torch.broadcast_to(out, shape)
     except Exception:
-        q_all = q_idx.repeat_interleave(shape[1])
-        return _evaluate(mod, q_all, kv_idx.repeat(shape[0]), device).view(shape)
-    return out.to(torch.bool).cpu()
+        out = None
+    if out is not None and _broadcast_shape(tuple(out.shape), shape):
+        return torch.broadcast_to(out, shape).to(torch.bool).cpu()
+    q_all = q_idx.repeat_interleave(shape[1])
+    return _evaluate(mod, q_all, kv_idx.repeat(shape[0]), device).view(shape)
+
+
+def _broadcast_shape(got: tuple[int, ...], shape: tuple[int, int]) -> bool:
+    """Whether ``got`` is what elementwise ops on ``[R, 1]`` and ``[1, K]`` inputs give."""
+    if len(got) == 0:
+        return True
+    return len(got) == 2 and got[0] in (shape[0], 1) and got[1] in (shape[1], 1)
 
 
 def _sampled_shares(
@@ -692,34 +712,41 @@ def _draw_mask(ax, pic: _Picture, wrap: int = 60) -> tuple[list, LineCollection 
 _Panel = tuple[Axes, _Picture, LineCollection | None]  # (axes, what it shows, frame lines)
 
 
-def _settle(fig: Figure, axes: Sequence[Axes]) -> None:
-    """Lay ``fig`` out until its axes stop moving (constrained layout can take three passes)."""
+def _settle(fig: Figure, axes: Sequence[Axes] | None = None, tol_px: float = 1e-3) -> None:
+    """Lay ``fig`` out until its axes stop moving (by ``tol_px`` pixels; at most 12 passes).
+
+    Constrained layout moves the axes between the first and second pass when a legend sits
+    outside them, then by a quarter as much on each pass after; ``axes`` defaults to all of them.
+    """
     before = None
-    for _ in range(5):
+    for _ in range(12):
         fig.draw_without_rendering()
-        boxes = [ax.get_position().bounds for ax in axes]
-        if boxes == before:
+        boxes = np.array([ax.get_window_extent().bounds for ax in (axes or fig.axes)])
+        if before is not None and np.abs(boxes - before).max(initial=0.0) <= tol_px:
             return
         before = boxes
 
 
-def _fit_cells(fig: Figure, panels: Sequence[_Panel]) -> bool:
+def _fit_cells(fig: Figure, panels: Sequence[_Panel]) -> int | None:
     """Raise ``fig``'s dpi until every element-level cell has ``_MIN_CELL_PX`` clear pixels.
 
     The layout is in inches, so the dpi scales every axes' pixels alike. Each element-level
     panel's frame lines are thinned to at most a quarter of a cell, and the dpi is raised until a
     cell spans ``_MIN_CELL_PX`` pixels more than a frame line: the pixel under any cell's centre
     then lies wholly inside that cell, clear of the lines, and shows exactly its colour. Returns
-    ``False``, leaving the dpi as it was, when that needs more than ``_MAX_FIGURE_PX`` pixels on
-    the figure's long side (the caller then draws those panels by block).
+    ``None`` when that is done (``fig.dpi`` is raised only when needed). When the neediest panel
+    would take more than ``_MAX_FIGURE_PX`` pixels on the figure's long side, returns its index
+    in ``panels`` and leaves the dpi as it was: the caller draws that panel alone by block and
+    tries again, so a panel that fits is never drawn by block for another's sake.
     """
-    cells = [(ax, pic, lines) for ax, pic, lines in panels if pic.cell == (1, 1)]
+    cells = [i for i, (_, pic, _) in enumerate(panels) if pic.cell == (1, 1)]
     if not cells:
-        return True
+        return None
 
-    def dpi_needed() -> float:
-        need = 0.0
-        for ax, pic, lines in cells:
+    def dpi_needed() -> dict[int, float]:
+        need = {}
+        for i in cells:
+            ax, pic, lines = panels[i]
             box = ax.get_window_extent()
             cell_in = min(box.width / pic.kv_len, box.height / pic.q_len) / fig.dpi
             line_pt = 0.0
@@ -727,24 +754,26 @@ def _fit_cells(fig: Figure, panels: Sequence[_Panel]) -> bool:
                 line_pt = min(_FRAME_LINE_PT, 72 * cell_in / 4)
                 lines.set_linewidth(line_pt)
                 lines.set_snap(False)
-            need = max(need, _MIN_CELL_PX / (cell_in - line_pt / 72))  # pixels = inches * dpi
+            need[i] = _MIN_CELL_PX / (cell_in - line_pt / 72)  # pixels = inches * dpi
         return need
 
     fig.draw_without_rendering()
-    if dpi_needed() <= 0.85 * fig.dpi:  # ample: later layout passes move the axes a few percent
-        return True
+    if max(dpi_needed().values()) <= 0.85 * fig.dpi:  # ample: later passes move the axes a bit
+        return None
     dpi = fig.dpi
-    for _ in range(4):  # the layout barely moves with the dpi: this settles in a round or two
-        _settle(fig, [ax for ax, _, _ in cells])
-        need = dpi_needed()
+    cap = _MAX_FIGURE_PX / max(fig.get_size_inches())
+    for _ in range(6):  # the layout barely moves with the dpi: this settles in a round or two
+        _settle(fig, [panels[i][0] for i in cells])
+        needs = dpi_needed()
+        need = max(needs.values())
         if need <= fig.dpi:
-            return True
+            return None
         need *= 1.01  # a margin for pixel rounding of the axes
-        if max(fig.get_size_inches()) * need > _MAX_FIGURE_PX:
+        if need > cap:
             break
         fig.set_dpi(need)
     fig.set_dpi(dpi)
-    return False
+    return max(needs, key=needs.__getitem__)
 
 
 def _new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
@@ -753,16 +782,21 @@ def _new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
     return fig
 
 
-def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    """Settle the layout and fix it, then save to ``path`` if given.
+def _finish(fig: Figure, path: str | os.PathLike | None, freeze: bool = False) -> Figure:
+    """Settle the layout, fix it if ``freeze``, then save to ``path`` if given.
 
-    Constrained layout moves the axes between the first and second draw when a legend sits
-    outside them, and by a fraction of a pixel on every draw after; one layout pass here, then
-    no layout engine, makes the saved file and every later draw identical (to the pixel: cells
-    drawn two pixels wide must not shift between the file and a later ``savefig``).
+    ``freeze`` is for a figure whose dpi was raised to give each cell whole pixels: one layout
+    pass here, then no layout engine, makes the saved file and every later draw identical to the
+    pixel (cells drawn two pixels wide must not shift between the file and a later ``savefig``).
+    Any other figure keeps its constrained layout, so that what a user adds or changes after the
+    call (a suptitle, a colorbar, a new size) is laid out again; it is settled first, so that a
+    later draw of the unchanged figure matches the saved file.
     """
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
+    if freeze:
+        fig.draw_without_rendering()
+        fig.set_layout_engine("none")
+    else:
+        _settle(fig)
     if path is not None:
         fig.savefig(Path(path), dpi=fig.dpi)
     return fig
@@ -807,7 +841,11 @@ def visualize_mask(
             (``fig.dpi``) until every cell spans two pixels.
 
     Returns:
-        The matplotlib ``Figure`` (Agg canvas; no pyplot state).
+        The matplotlib ``Figure`` (Agg canvas; no pyplot state), with constrained layout: a
+        suptitle, colorbar or new size added afterwards is laid out again. When the dpi was
+        raised (``fig.dpi > dpi``) the layout is fixed instead (no layout engine), so that the
+        cells keep their pixels between the saved file and later draws; call
+        ``fig.set_layout_engine("constrained")`` before adding to such a figure.
 
     Example:
         >>> from pathlib import Path
@@ -837,9 +875,9 @@ def visualize_mask(
         return fig, [(ax, pic, lines)]
 
     fig, panels = draw(_mask_picture(src, max_elements, block, samples))
-    if not _fit_cells(fig, panels):
+    if _fit_cells(fig, panels) is not None:
         fig, _ = draw(_too_many_cells(src, block, samples))
-    return _finish(fig, target)
+    return _finish(fig, target, freeze=fig.dpi != dpi)
 
 
 def mask_to_png(
@@ -850,13 +888,43 @@ def mask_to_png(
     figsize: tuple[float, float] = (5.5, 4.0),
     dpi: float = 80,
 ) -> bytes:
-    """The picture of :func:`visualize_mask` as PNG bytes, saving nothing (for ``_repr_png_``).
+    """The picture of :func:`visualize_mask` as PNG bytes, saving nothing.
+
+    The PNG has the figure's pixels: at a raised dpi for a mask drawn cell by cell that needs it
+    (a 512-token mask is about 1700 x 1240 pixels). For Jupyter, :func:`mask_to_png_with_size`
+    also gives the size to show it at.
 
     Example:
         >>> from flexframe import get_mask
         >>> png = mask_to_png(get_mask("token-causal", seq_len=8))
         >>> png[:8]
         b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    return mask_to_png_with_size(
+        mask, title, num_patches_per_frame=num_patches_per_frame, figsize=figsize, dpi=dpi
+    )[0]
+
+
+def mask_to_png_with_size(
+    mask: AnyMask,
+    title: str | None = None,
+    *,
+    num_patches_per_frame: int | None = None,
+    figsize: tuple[float, float] = (5.5, 4.0),
+    dpi: float = 80,
+) -> tuple[bytes, dict[str, int]]:
+    """:func:`mask_to_png`'s bytes and ``{"width": w, "height": h}``, for ``_repr_png_``.
+
+    ``w`` and ``h`` are the figure's size in pixels at ``dpi`` (``figsize * dpi``, what
+    matplotlib gives at that dpi), whatever dpi the PNG was drawn at: IPython takes this
+    ``(data, metadata)`` pair from ``_repr_png_`` and Jupyter shows the picture at that size,
+    its extra pixels (each cell of a long mask gets two whole ones) kept for zooming in.
+
+    Example:
+        >>> from flexframe import get_mask
+        >>> png, size = mask_to_png_with_size(get_mask("token-causal", seq_len=8))
+        >>> png[:8], size
+        (b'\\x89PNG\\r\\n\\x1a\\n', {'width': 440, 'height': 320})
     """
     fig = visualize_mask(
         mask,
@@ -868,7 +936,8 @@ def mask_to_png(
     )
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)  # raised for a long mask drawn cell by cell
-    return buffer.getvalue()
+    width, height = fig.get_size_inches() * dpi  # matplotlib's canvas truncates the same way
+    return buffer.getvalue(), {"width": int(width), "height": int(height)}
 
 
 def plot_block_sparsity(
@@ -901,7 +970,8 @@ def plot_block_sparsity(
         dpi: dots per inch.
 
     Returns:
-        The matplotlib ``Figure``.
+        The matplotlib ``Figure``, with constrained layout: a suptitle, colorbar or new size
+        added afterwards is laid out again (its dpi is never raised).
 
     Example:
         >>> from flexframe import get_mask
@@ -987,7 +1057,9 @@ def compare_masks(
 
     Each panel is drawn as :func:`visualize_mask` would draw it: cell by cell up to
     ``max_elements`` tokens a side, one cell per block beyond. The dpi is raised until every
-    cell-by-cell panel gives each cell two whole pixels a side.
+    cell-by-cell panel gives each cell two whole pixels a side; a panel that would need more
+    than 8192 pixels on the figure's long side for that is drawn by block, the neediest first,
+    and the others keep their cells.
 
     Args:
         masks: a sequence of masks (panels titled by spec name) or a mapping ``{title: mask}``.
@@ -1001,7 +1073,10 @@ def compare_masks(
         dpi: dots per inch; raised when a cell-by-cell panel needs it.
 
     Returns:
-        The matplotlib ``Figure``.
+        The matplotlib ``Figure``, with constrained layout (a suptitle, colorbar or new size
+        added afterwards is laid out again), or with its layout fixed when the dpi was raised
+        (``fig.dpi > dpi``), so that the cells keep their pixels between the saved file and
+        later draws; call ``fig.set_layout_engine("constrained")`` before adding to it.
 
     Example:
         >>> from flexframe import get_mask
@@ -1059,13 +1134,12 @@ def compare_masks(
 
     pics = [_mask_picture(src, max_elements, block, samples) for _, src in sources]
     fig, panels = draw(pics)
-    if not _fit_cells(fig, panels):
-        pics = [
-            _too_many_cells(src, block, samples) if pic.cell == (1, 1) else pic
-            for (_, src), pic in zip(sources, pics, strict=True)
-        ]
-        fig, _ = draw(pics)
-    return _finish(fig, path)
+    # Panels that cannot get their pixels go to block level one at a time, the neediest first:
+    # the others keep their cells (the layout, and so every panel's need, is measured again).
+    while (worst := _fit_cells(fig, panels)) is not None:
+        pics[worst] = _too_many_cells(sources[worst][1], block, samples)
+        fig, panels = draw(pics)
+    return _finish(fig, path, freeze=fig.dpi != dpi)
 
 
 def plot_frame_timeline(
@@ -1094,7 +1168,8 @@ def plot_frame_timeline(
         dpi: dots per inch.
 
     Returns:
-        The matplotlib ``Figure``.
+        The matplotlib ``Figure``, with constrained layout: a suptitle, colorbar or new size
+        added afterwards is laid out again (its dpi is never raised).
 
     Example:
         >>> fig = plot_frame_timeline({"fast": [13, 14, 15], "slow": [8, 12]}, num_frames=16)

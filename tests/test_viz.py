@@ -18,7 +18,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.backend_bases import RendererBase
 from matplotlib.colors import to_rgb
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from strategies import block_mask_grids, expected_block_grids, mask_configs, reference_dense
 
 import flexframe.viz as viz_module
@@ -35,6 +37,7 @@ from flexframe.viz import (
     filename_for_title,
     mask_summary,
     mask_to_png,
+    mask_to_png_with_size,
     plot_block_sparsity,
     plot_frame_timeline,
     visualize_mask,
@@ -242,6 +245,136 @@ def test_cells_that_cannot_get_two_pixels_in_the_figure_are_drawn_by_block_and_i
     img = render(fig)
     assert same(pixel(img, ax, 64, 832), rgb255(ATTEND_COLOR))  # block (6, 0): the past
     assert same(pixel(img, ax, 832, 64), rgb255(MASKED_COLOR))  # block (0, 6): the future
+
+
+def test_compare_masks_draws_by_block_only_the_panels_that_cannot_get_their_pixels():
+    # Three 3.2-inch panels: 9.6 inches, so at most 8192 / 9.6 = 853 dpi. 2000 tokens a side
+    # need about 1700 dpi: that panel alone goes to block level. The 600-token panel needs some
+    # 500 dpi (raised, and within the limit) and the 64-token one under 100: both keep every cell.
+    g = torch.Generator().manual_seed(1)
+    mid = torch.rand(600, 600, generator=g) < 0.5  # every cell independent of its neighbours
+    small = get_mask("causal-frame", num_frames=4, num_patches_per_frame=16)
+    masks = {"big": get_mask("token-causal", seq_len=2000), "mid": mid, "small": small}
+    fig = compare_masks(masks, max_elements=2000)
+    big_ax, mid_ax, small_ax = fig.axes
+    assert big_ax.images[0].get_array().shape[:2] == (16, 16)  # one cell per 128-token block
+    label = " ".join(big_ax.get_xlabel().split())
+    assert "2000 tokens a side need more than 8192 pixels" in label, label
+    assert mid_ax.images[0].get_array().shape[:2] == (600, 600)
+    assert small_ax.images[0].get_array().shape[:2] == (64, 64)
+    for ax in (mid_ax, small_ax):
+        assert "need more than" not in ax.get_xlabel()
+    assert 100 < fig.dpi and max(fig.get_size_inches()) * fig.dpi <= 8192
+    img = render(fig)
+    want_small = expected_cells(reference_dense("causal-frame", dict(small.params)))
+    for ax, want in ((mid_ax, expected_cells(mid)), (small_ax, want_small)):
+        box = ax.get_window_extent()
+        assert min(box.width / want.shape[1], box.height / want.shape[0]) >= 2
+        assert np.abs(png_cells(img, ax, *want.shape[:2]) - want).max() <= 1, ax.get_title()
+    assert same(pixel(img, big_ax, 64, 832), rgb255(ATTEND_COLOR))  # block (6, 0): the past
+    assert same(pixel(img, big_ax, 832, 64), rgb255(MASKED_COLOR))  # block (0, 6): the future
+    # The reviewer's case: nothing raised, the small panel drawn cell by cell at 100 dpi.
+    fig = compare_masks({"big": masks["big"], "small": small}, max_elements=2000)
+    assert [ax.images[0].get_array().shape[:2] for ax in fig.axes] == [(16, 16), (64, 64)]
+    assert fig.dpi == 100
+    assert "need more than" not in fig.axes[1].get_xlabel()
+    assert np.abs(png_cells(render(fig), fig.axes[1], 64, 64) - want_small).max() <= 1
+
+
+# -- what users add after the call --------------------------------------------------------------
+def save_and_get_renderer(fig) -> RendererBase:
+    """Save ``fig`` as a PNG (as a user would) and return the renderer it was drawn with."""
+    fig.savefig(io.BytesIO(), format="png", dpi=fig.dpi)
+    return fig.canvas.get_renderer()
+
+
+SMALL_PICTURES = {
+    "visualize_mask": lambda: visualize_mask(get_mask("token-causal", seq_len=16), save=False),
+    "compare_masks": lambda: compare_masks(
+        [get_mask("token-causal", seq_len=8), get_mask("full", seq_len=8)]
+    ),
+    "plot_block_sparsity": lambda: plot_block_sparsity(
+        get_mask("causal-frame", num_frames=4, num_patches_per_frame=4), block_size=4
+    ),
+    "plot_frame_timeline": lambda: plot_frame_timeline({"fast": [5, 6], "slow": [0]}, 8),
+}
+
+
+@pytest.mark.parametrize("make", SMALL_PICTURES.values(), ids=SMALL_PICTURES.keys())
+def test_a_suptitle_added_after_the_call_is_laid_out_clear_of_the_axes_titles(make):
+    fig = make()
+    assert fig.dpi == 100  # nothing raised: matplotlib's layout stays on
+    fig.suptitle("added by the user afterwards", fontsize=16)
+    renderer = save_and_get_renderer(fig)
+    top = fig.get_suptitle()
+    box = fig._suptitle.get_window_extent(renderer)
+    assert top and box.y1 <= fig.bbox.y1 + 0.5  # on the figure
+    for ax in fig.axes:
+        title = ax.title.get_window_extent(renderer)
+        assert not box.overlaps(title), (ax.get_title(), box, title)
+        assert ax.get_window_extent(renderer).y1 < box.y0
+
+
+def test_a_colorbar_or_a_new_size_after_the_call_keeps_the_legend_clear_and_on_the_figure():
+    from matplotlib.cm import ScalarMappable
+
+    spec = get_mask("causal-frame", num_frames=3, num_patches_per_frame=3)
+    fig = visualize_mask(spec, save=False)
+    bar = fig.colorbar(ScalarMappable(), ax=fig.axes[0])
+    renderer = save_and_get_renderer(fig)
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(bar.ax.get_tightbbox(renderer)), legend
+
+    fig = visualize_mask(spec, save=False)
+    fig.set_size_inches(4, 3)
+    renderer = save_and_get_renderer(fig)
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 + 0.5, (legend, fig.bbox)
+
+
+def test_a_figure_with_raised_dpi_keeps_its_layout_until_the_user_turns_it_back_on():
+    fig = visualize_mask(torch.ones(512, 512, dtype=torch.bool).tril(), save=False)
+    assert fig.dpi > 100
+    assert not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)  # as documented
+    before = fig.axes[0].get_position().bounds
+    fig.suptitle("added afterwards")
+    save_and_get_renderer(fig)
+    assert fig.axes[0].get_position().bounds == before  # the cells keep their pixels
+    fig.set_layout_engine("constrained")  # the documented way back
+    renderer = save_and_get_renderer(fig)
+    box = fig._suptitle.get_window_extent(renderer)
+    assert not box.overlaps(fig.axes[0].title.get_window_extent(renderer))
+    for function in (visualize_mask, compare_masks):  # the way back is documented
+        assert 'fig.set_layout_engine("constrained")' in function.__doc__, function.__name__
+    for function in (plot_block_sparsity, plot_frame_timeline):
+        assert "constrained layout" in function.__doc__, function.__name__
+
+
+# -- Jupyter ------------------------------------------------------------------------------------
+def png_size(png: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a PNG's header."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_jupyter_shows_a_raised_dpi_picture_at_the_figure_size_it_was_asked_for():
+    from IPython.core.formatters import DisplayFormatter
+
+    long_mask = torch.ones(512, 512, dtype=torch.bool).tril()
+    png, size = mask_to_png_with_size(long_mask)
+    assert size == {"width": 440, "height": 320}  # 5.5 x 4 inches at 80 dpi
+    width, height = png_size(png)
+    assert width > 3 * 440 and height > 3 * 320  # the pixels that give each cell two
+    assert abs(width / height - 440 / 320) < 0.01
+    assert png == mask_to_png(long_mask)
+    # Nothing raised: the PNG is already that size.
+    png, size = mask_to_png_with_size(get_mask("token-causal", seq_len=8), figsize=(3.0, 2.5))
+    assert png_size(png) == (size["width"], size["height"]) == (240, 200)
+
+    spec = get_mask("token-causal", seq_len=512)
+    data, metadata = DisplayFormatter().format(spec)  # a MaskSpec, as Jupyter shows it
+    assert png_size(data["image/png"])[0] > 3 * 440
+    assert metadata["image/png"] == {"width": 440, "height": 320}
 
 
 # -- saving -------------------------------------------------------------------------------------
@@ -481,6 +614,43 @@ def test_blocks_of_a_mask_without_closed_form_are_counted_exactly_and_never_dens
     # ... the counts torch's own create_block_mask gives
     torch_stats = block_sparsity(spec.block_mask("cpu", (bq, bkv)))
     assert (torch_stats.full, torch_stats.partial) == (n_full, n_partial)
+
+
+def squeezed_spec(n: int) -> MaskSpec:
+    """token-causal written with ``squeeze()``: right for flex_attention's 0-d indices and for
+    ``to_dense`` (vmap), but ``[R]`` rather than ``[R, K]`` on an ``[R, 1]`` x ``[1, K]`` call."""
+
+    def mod(b, h, q_idx, kv_idx):
+        return q_idx.squeeze() >= kv_idx.squeeze()
+
+    return MaskSpec(name="squeezed", params={}, q_len=n, kv_len=n, mod_factory=lambda d: mod)
+
+
+@pytest.mark.parametrize(
+    ("n", "block", "rows"),
+    # rows per call == kv_len is where [R] broadcasts silently; the others are controls
+    [(1024, 128, None), (12, 4, 12), (20, 5, 20), (12, 4, 1), (12, 5, 5)],
+    ids=["1024-default", "12-rows=kv_len", "20-rows=kv_len", "12-one-row", "12-block5"],
+)
+def test_blocks_of_a_mask_mod_that_squeezes_its_indices_are_counted_right(n, block, rows):
+    spec = squeezed_spec(n)
+    assert spec.relation is None
+    dense = torch.ones(n, n, dtype=torch.bool).tril()
+    assert torch.equal(spec.to_dense(), dense)  # torch's own route gets it right
+    want_partial, want_full = expected_block_grids(dense, block, block)
+    chunk = viz_module._EVAL_CHUNK if rows is None else rows * n  # query rows per evaluation
+    with mock.patch.object(viz_module, "_EVAL_CHUNK", chunk):
+        stats = block_sparsity(spec, block)
+        fig = plot_block_sparsity(spec, block, **FIG)
+    n_full, n_partial = int(want_full.sum()), int(want_partial.sum())
+    assert (stats.full, stats.partial) == (n_full, n_partial)
+    torch_stats = block_sparsity(spec.block_mask("cpu", block))  # torch's create_block_mask
+    assert (torch_stats.full, torch_stats.partial) == (n_full, n_partial)
+    if n <= 64:
+        nq = -(-n // block)
+        drawn = classify_plot(fig, nq, nq, block, block)
+        assert np.array_equal(drawn == 2, want_full.numpy())
+        assert np.array_equal(drawn == 1, want_partial.numpy())
 
 
 def test_block_sparsity_plot_reads_block_masks_and_dense_tensors_alike():

@@ -266,10 +266,12 @@ class MaskSpec:
     # -- Jupyter ---------------------------------------------------------------------------------
     # Pictures live in flexframe.viz, which depends on this module; the import is deferred to
     # the call so that masks stay importable without drawing anything.
-    def _repr_png_(self) -> bytes:
-        from flexframe.viz import mask_to_png
+    def _repr_png_(self) -> tuple[bytes, dict[str, int]]:
+        # The PNG may hold more pixels than the figure's size (every cell gets whole pixels);
+        # the metadata asks Jupyter to show it at the figure's size.
+        from flexframe.viz import mask_to_png_with_size
 
-        return mask_to_png(self)
+        return mask_to_png_with_size(self)
 
     def _repr_markdown_(self) -> str:
         from flexframe.viz import mask_summary
