@@ -804,19 +804,21 @@ _SCAN_PEAK_SCRIPT = textwrap.dedent(
 )
 
 
+def run_in_fresh_process(script: str, cwd, timeout: int) -> dict:
+    """Run ``script`` in a new Python process (its peak memory is then the script's alone) and
+    return the JSON report it prints last."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
 def test_blocks_of_an_8k_token_mask_without_closed_form_are_counted_in_bounded_memory(tmp_path):
     # The [8192, 8192] mask alone is 64 MiB of bools, and torch's eager create_block_mask holds
     # several copies of it (0.5 GiB measured here, 2.9 GiB at 16K); the scan needs a few MiB.
-    result = subprocess.run(
-        [sys.executable, "-c", _SCAN_PEAK_SCRIPT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_process(_SCAN_PEAK_SCRIPT, tmp_path, timeout=300)
     assert report["peak_growth_mib"] < 64, report
     # causal-frame & sliding-window is the sliding window: its closed-form BlockMask's counts
     reference = get_mask("sliding-window", num_frames=128, num_patches_per_frame=64, window_size=4)
@@ -830,15 +832,7 @@ def test_blocks_of_an_8k_token_mask_without_closed_form_are_counted_in_bounded_m
 def test_a_64k_token_mask_renders_in_seconds_with_bounded_memory(tmp_path):
     # A fresh process, so that its peak resident memory is this job's alone. The dense mask
     # would be 65536^2 bools = 4 GiB; the block picture needs a few MiB.
-    result = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_process(_PEAK_SCRIPT, tmp_path, timeout=120)
     assert report["seconds"] < 10, report
     assert report["peak_growth_mib"] < 512, report
     assert sorted(os.listdir(tmp_path)) == ["big.png", "big_blocks.png"]
