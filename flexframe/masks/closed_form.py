@@ -118,19 +118,10 @@ class PiecewiseKey:
             object.__setattr__(self, "_host", cached)
         return cached
 
-    def on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(starts, offsets)`` on ``device``, copied there once."""
-        copies = self.__dict__.setdefault("_copies", {})
-        key = str(device)
-        if key not in copies:
-            copies[key] = (self.starts.to(device), self.offsets.to(device))
-        return copies[key]
-
     def evaluate(self, positions: torch.Tensor) -> torch.Tensor:
         """The key at each of ``positions`` (any shape, values in ``[0, length)``)."""
-        starts, offsets = self.on(positions.device)
-        segment = torch.searchsorted(starts, positions, right=True) - 1
-        return offsets[segment] + self.slope * positions
+        values = self._evaluate_host(positions.cpu().numpy().astype(np.int64))
+        return torch.from_numpy(values).to(positions.device)
 
     def _evaluate_host(self, positions: np.ndarray) -> np.ndarray:
         starts, offsets = self.host
@@ -227,20 +218,20 @@ class IntervalRelation:
             >>> partial.int().tolist(), full.int().tolist()  # frames [0, 0, 0, 1, 1, 1]
             ([[0, 1, 0], [0, 1, 1], [0, 0, 0]], [[1, 0, 0], [1, 0, 0], [1, 1, 1]])
         """
-        hi_min, hi_max = self.q_hi._block_min_max_host(q_block_size)
-        key_min, key_max = self.kv_key._block_min_max_host(kv_block_size)
+        q, kv = self._host_bounds(q_block_size, kv_block_size)
+        key_min, key_max = kv["key_min"], kv["key_max"]
         # Padded blocks are never full: shift their bounds so far that no comparison passes
         # (keys stay far below 2**62: they are frame ranks or positions, at most N**2).
         big = 2**62
-        hi_min_full = hi_min.copy()
+        hi_min_full = q["hi_min"].copy()
         if self.q_len % q_block_size:
             hi_min_full[-1] -= big
         key_max_full = key_max.copy()
         if self.kv_len % kv_block_size:
             key_max_full[-1] += big
-        q_rows = [hi_max, hi_min_full]
+        q_rows = [q["hi_max"], hi_min_full]
         if self.q_lo is not None:
-            q_rows += list(self.q_lo._block_min_max_host(q_block_size))
+            q_rows += [q["lo_min"], q["lo_max"]]
         q_side, kv_side = _to_device(
             np.stack(q_rows), np.stack([key_min, key_max, key_max_full]), device=device
         )
