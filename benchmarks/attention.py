@@ -77,7 +77,13 @@ FLEX_CONFIGS: dict[str, dict[str, Any]] = {
 }
 COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs"}
 BASELINE_VARIANTS = ("cudnn-token-causal", "fa2-token-causal", "sdpa-dense-mask", "flex-padded")
-OPT_IN_VARIANTS = ("flex-tma-fwd-128x128-w8-s2", "flex-max-autotune")
+# flex-padded-<config>: padded frames under that config's kernel options (flex-padded: none).
+PADDED_CONFIGS = ("tma", "flash")
+OPT_IN_VARIANTS = (
+    "flex-tma-fwd-128x128-w8-s2",
+    "flex-max-autotune",
+    *(f"flex-padded-{name}" for name in PADDED_CONFIGS),
+)
 # --quick: one compile per (mask, pass) and what needs none.
 QUICK_VARIANTS = (*BASELINE_VARIANTS, "flex-default", "flex-tma", "flex-flash")
 CUDNN = "cudnn-token-causal"
@@ -377,7 +383,11 @@ def prepare(ctx: Context, group: Group, variant: str, kind: str) -> Prepared:
 
     # flex variants
     config = kind.removeprefix("flex:")
-    options = dict(ctx.flex_configs[config]) if config != "padded" else {}
+    padded_config = config.removeprefix("padded").removeprefix("-") if _is_padded(config) else None
+    if padded_config is not None:
+        options = dict(ctx.flex_configs[padded_config]) if padded_config else {}
+    else:
+        options = dict(ctx.flex_configs[config])
     if config not in ("default", "padded") and device.type != "cuda":
         raise Unavailable(f"{variant}: kernel_options tune the Triton (CUDA) kernel")
     if config == "flash" and "BACKEND" not in (known_kernel_options() or set()):
@@ -385,7 +395,7 @@ def prepare(ctx: Context, group: Group, variant: str, kind: str) -> Prepared:
     check_kernel_options(options)
     flex = compiled_flex(COMPILE_MODES.get(config), ctx.args.flex_eager, ctx.args.dynamic_shapes)
     kernel_options = options or None
-    if config == "padded":
+    if padded_config is not None:
         if group.padded_patches is None:
             raise Unavailable("frames are already a multiple of the block size")
         pp, nf = group.padded_patches, group.num_frames
@@ -608,8 +618,11 @@ def variant_plan(ctx: Context, group: Group) -> list[tuple[str, str]]:
         if "token-causal" not in ctx.args.masks:
             return plan
     plan += [(f"flex-{group.mask}-{name}", f"flex:{name}") for name in flex_names]
-    if "flex-padded" in chosen and group.padded_patches is not None:
-        plan.append((f"flex-{group.mask}-padded", "flex:padded"))
+    if group.padded_patches is not None:
+        for name in chosen:
+            if name == "flex-padded" or name.startswith("flex-padded-"):
+                suffix = name.removeprefix("flex-padded")
+                plan.append((f"flex-{group.mask}-padded{suffix}", f"flex:padded{suffix}"))
     if DENSE in chosen:
         plan.append((DENSE, "dense"))
     return plan
@@ -761,7 +774,7 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         n = str(r["tokens"])
         if r["tokens"] != r["n_requested"]:
             n += f" (of {r['n_requested']})"
-        if r["variant"].endswith("-padded") and r["tokens_computed"]:
+        if _is_padded(_config_name(r)) and r["tokens_computed"]:
             n += f" (padded {r['tokens_computed']})"
         mem = None
         if r["mask_bytes"] is not None:
@@ -792,7 +805,9 @@ def recommend(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     A config qualifies for a (mask, pass) if it ran and passed everywhere the default config did;
     it is scored by the geometric mean of its TFLOP/s over the default's at those points, so it
-    never wins by skipping the hard sizes. The default ({}) always qualifies: the fallback.
+    never wins by skipping the hard sizes. The default ({}) always qualifies: the fallback. A run
+    without the default config is scored against ``tma`` or else its first config by name (the
+    ``reference`` of each entry).
     """
     flex_rows = [r for r in rows if r["variant"].startswith("flex-")]
     result: dict[str, Any] = {}
@@ -827,10 +842,15 @@ def _best_config(rows: list[dict[str, Any]], mask: str | None) -> dict[str, Any]
     by_config: dict[str, dict[tuple, dict[str, Any]]] = {}
     for r in rows:
         name = _config_name(r)
-        if name == "padded":  # a different layout, not a kernel option
+        if _is_padded(name):  # a different layout, not a kernel option
             continue
         by_config.setdefault(name, {})[(r["n_requested"], r["patches"], r["mask"])] = r
-    default = by_config.get("default", {})
+    if not by_config:
+        return None
+    # Scored against torch's defaults, or where they did not run, against flexframe's Triton
+    # default (tma), or else the first config by name.
+    reference = next((n for n in ("default", "tma") if n in by_config), min(by_config))
+    default = by_config[reference]
     points = [p for p, r in default.items() if r["status"] == "ok"]
     if not points:
         return None
@@ -848,6 +868,7 @@ def _best_config(rows: list[dict[str, Any]], mask: str | None) -> dict[str, Any]
         "kernel_options": ok[0]["kernel_options"] or {},
         "compile_mode": COMPILE_MODES.get(name),
         "geomean_speedup_vs_default": round(geomean, 4),
+        "reference": reference,
         "points": len(points),
         "tflops": {
             f"N={p[0]} patches={p[1]} {p[2]}": round(r["tflops"], 1)
@@ -871,7 +892,8 @@ def print_recommendation(rec: dict[str, Any]) -> None:
                 for p, b in passes.items()
             )
             gains = ", ".join(
-                f"{p} x{b['geomean_speedup_vs_default']} ({b['config']})" for p, b in passes.items()
+                f"{p} x{b['geomean_speedup_vs_default']} ({b['config']} vs {b['reference']})"
+                for p, b in passes.items()
             )
             print(f"        {mask!r}: {{{inner}}},  # vs default: {gains}")
         print("    },")
@@ -893,12 +915,17 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
         series: dict[str, list[tuple[int, float]]] = {}
         for r in rows:
             if r["pass"] == pass_name and r["status"] == "ok":
-                label = r["variant"] + (f" p={r['patches']}" if r["patches"] else "")
+                label = r["variant"]
+                if not label.startswith("flex-") and r["mask"] != "token-causal":
+                    label += f" ({r['mask']})"  # a baseline run under several masks
+                label += f" p={r['patches']}" if r["patches"] else ""
                 series.setdefault(label, []).append((r["tokens"], r["tflops"]))
-        for label, points in sorted(series.items()):
+        colors = plt.get_cmap("tab20").colors
+        for i, (label, points) in enumerate(sorted(series.items())):
             points.sort()
             xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", label=label)
+            style = "--" if "-tma" in label else ":" if "-default" in label else "-"
+            ax.plot(xs, ys, style, marker="o", color=colors[i % len(colors)], label=label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("tokens")
         ax.set_ylabel("useful TFLOP/s")
@@ -929,8 +956,11 @@ def vars_for_json(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k != "merge"}
 
 
+SUMMARY_CONFIGS = ("default", "padded", "tma", "padded-tma", "flash", "padded-flash")
+
+
 def frame_size_summary(rows: Sequence[dict[str, Any]]) -> str | None:
-    """TFLOP/s of the default flex config by frame size, with and without padding frames.
+    """TFLOP/s of flex by frame size, with and without padding frames (``SUMMARY_CONFIGS``).
 
     One row per (N, mask, pass); a column per frame size ``p`` (with its share of partial
     blocks, the ones that pay for evaluating the mask_mod) and per padded frame size.
@@ -940,9 +970,9 @@ def frame_size_summary(rows: Sequence[dict[str, Any]]) -> str | None:
     columns: list[str] = []
     for r in ok:
         suffix = _config_name(r)
-        if suffix not in ("default", "padded"):
+        if suffix not in SUMMARY_CONFIGS:
             continue
-        column = f"p={r['patches']}" + (" padded" if suffix == "padded" else "")
+        column = f"p={r['patches']}" + ("" if suffix == "default" else f" {suffix}")
         if column not in columns:
             columns.append(column)
         text = C.fmt_num(r["tflops"], 4)
@@ -953,7 +983,8 @@ def frame_size_summary(rows: Sequence[dict[str, Any]]) -> str | None:
         cells.setdefault((r["n_requested"], r["mask"], r["pass"]), {})[column] = text
     if not cells:
         return None
-    columns.sort(key=lambda c: (int(c.split()[0][2:]), c))
+    columns.sort(key=lambda c: (int(c.split()[0][2:]), SUMMARY_CONFIGS.index(c.split()[1])
+                                if " " in c else -1))  # fmt: skip
     table = [[n, mask, p, *(got.get(c) for c in columns)] for (n, mask, p), got in cells.items()]
     return C.markdown_table(["N", "mask", "pass", *columns], table)
 
@@ -962,7 +993,7 @@ def report(doc: dict[str, Any], plot_path: str | None) -> None:
     print(C.markdown_table(TABLE_HEADERS, table_rows(doc["rows"])))
     summary = frame_size_summary(doc["rows"])
     if summary:
-        print("\n## Frame size: useful TFLOP/s of flex default (share of partial blocks)\n")
+        print("\n## Frame size: useful TFLOP/s of flex by config (share of partial blocks)\n")
         print(summary)
     print_recommendation(doc["recommended_kernel_options"])
     if plot_path:
@@ -972,7 +1003,13 @@ def report(doc: dict[str, Any], plot_path: str | None) -> None:
 
 # -- command line ---------------------------------------------------------------------------------
 def all_variant_names(flex_configs: dict[str, dict[str, Any]]) -> list[str]:
-    return [*BASELINE_VARIANTS, *(f"flex-{name}" for name in flex_configs)]
+    padded = [f"flex-padded-{name}" for name in PADDED_CONFIGS if name in flex_configs]
+    return [*BASELINE_VARIANTS, *(f"flex-{name}" for name in flex_configs), *padded]
+
+
+def _is_padded(config: str) -> bool:
+    """``padded`` (default options) or ``padded-<config>``: frames padded to the block size."""
+    return config == "padded" or config.startswith("padded-")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1111,7 +1148,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.list:
         for name in all_variant_names(args.flex_configs):
-            config = args.flex_configs.get(name.removeprefix("flex-"))
+            config_name = name.removeprefix("flex-")
+            if _is_padded(config_name):
+                base = config_name.removeprefix("padded").removeprefix("-") or "default"
+                print(name, "frames padded to the block size,", json.dumps(FLEX_CONFIGS[base]))
+                continue
+            config = args.flex_configs.get(config_name)
             print(name, "" if config is None else json.dumps(config))
         return {}
     if args.merge:

@@ -21,10 +21,12 @@ from flexframe import create_autoregressive_reconstruction_module
 from flexframe.data import MovingDigits
 from flexframe.distributed import (
     all_reduce_mean,
+    exit_process,
     global_batches,
     init_distributed,
     rank_slice,
     shutdown_distributed,
+    under_torchrun,
     wrap_model,
 )
 
@@ -84,3 +86,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if under_torchrun():  # gloo can abort a finished CPU worker during interpreter teardown
+        exit_process(0)

@@ -10,7 +10,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from flexframe.distributed import shutdown_distributed
+from flexframe.distributed import exit_process, shutdown_distributed
 from flexframe.experiment import ABLATION_CONFIGURATIONS, AblationConfig, run_ablation
 from flexframe.experiment.ablation import RunStopped
 
@@ -46,3 +46,4 @@ def main(config_path: str, out_path: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    exit_process(0)  # gloo can abort a finished CPU worker during interpreter teardown

@@ -62,19 +62,6 @@ def test_flex_equals_sdpa_in_bf16_forward_and_backward(name, head_dim):
     assert all(e < 1e-2 for e in errors.values()), errors
 
 
-if __name__ == "__main__":
-    print(f"{torch.cuda.get_device_name()} torch {torch.__version__}")
-    print("| mask | head_dim | out | grad x | worst param grad |")
-    print("|---|---|---|---|---|")
-    for name in sorted(CASES):
-        for head_dim in (64, 128):
-            e = flex_vs_sdpa_errors(name, head_dim)
-            print(
-                f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
-                f"{e['grad_params_max']:.2e} |"
-            )
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("fast_slow", [False, True])
 def test_reconstruction_loss_under_bf16_autocast_on_the_flex_backend(fast_slow):
@@ -124,26 +111,126 @@ def test_closed_form_builder_on_the_gpu_gives_torchs_tensors(name, block_size):
             assert tensor.is_cuda and torch.equal(tensor, getattr(want, attr)), (method, attr)
 
 
-@pytest.mark.cuda
-def test_tuned_kernel_options_give_the_default_result():
-    from flexframe.nn.attention import default_kernel_options
-
-    spec = get_mask("timestamp-causal", **CASES["timestamp-causal"])
-    assert default_kernel_options("cuda") == (
-        {"USE_TMA": True} if torch.cuda.get_device_capability()[0] == 9 else {}
-    )
+def tuned_vs_plain_errors(name: str, head_dim: int, kernel_options=None) -> dict[str, float]:
+    """The decoder with ``kernel_options`` (None: flexframe's default for the inputs) against
+    torch's default Triton kernel (``{}``), forward and backward in bf16."""
+    spec = get_mask(name, **CASES[name])
     torch.manual_seed(0)
-    tuned = FlexFrameDecoder(256, 2, 4, attention_backend="flex").cuda().to(torch.bfloat16)
-    plain = FlexFrameDecoder(256, 2, 4, attention_backend="flex", kernel_options={})
-    plain = plain.cuda().to(torch.bfloat16)
+    kwargs = dict(dim=4 * head_dim, depth=2, num_heads=4, num_kv_heads=2, head_dim=head_dim)
+    tuned = FlexFrameDecoder(**kwargs, attention_backend="flex", kernel_options=kernel_options)
+    plain = FlexFrameDecoder(**kwargs, attention_backend="flex", kernel_options={})
+    tuned, plain = tuned.cuda().to(torch.bfloat16), plain.cuda().to(torch.bfloat16)
     plain.load_state_dict(tuned.state_dict())
-    x = torch.randn(2, spec.q_len, 256, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(2, spec.q_len, 4 * head_dim, device="cuda", dtype=torch.bfloat16)
     direction = torch.randn(x.shape, device="cuda")
     results = []
     for model in (tuned, plain):
         xi = x.clone().requires_grad_(True)
         out = model(xi, spec)
         (out.float() * direction).sum().backward()
-        results.append((out.detach(), xi.grad))
-    assert rel_err(results[0][0], results[1][0]) < 1e-2
-    assert rel_err(results[0][1], results[1][1]) < 1e-2
+        results.append((out.detach(), xi.grad, [p.grad for p in model.parameters()]))
+    (out_t, gx_t, gp_t), (out_p, gx_p, gp_p) = results
+    return {
+        "out": rel_err(out_t, out_p),
+        "grad_x": rel_err(gx_t, gx_p),
+        "grad_params_max": max(rel_err(a, b) for a, b in zip(gp_t, gp_p, strict=True)),
+    }
+
+
+@pytest.mark.cuda
+def test_the_default_kernel_options_follow_the_documented_order():
+    from flexframe.nn.attention import default_kernel_options, flash_available
+
+    hopper = torch.cuda.get_device_capability()[0] == 9
+    triton = {"USE_TMA": True} if hopper else {}
+    flash = {"BACKEND": "FLASH"} if hopper and flash_available() else triton
+    assert default_kernel_options("cuda") == triton
+    assert default_kernel_options("cuda", torch.bfloat16, 128) == flash
+    assert default_kernel_options("cuda", torch.float16, 64) == flash
+    assert default_kernel_options("cuda", torch.float32, 128) == triton
+    assert default_kernel_options("cuda", torch.bfloat16, 80) == triton
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert default_kernel_options("cuda", torch.bfloat16, 128) == triton
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
+def fresh_flash(monkeypatch):
+    """No compiled kernels and no FLASH bookkeeping from earlier tests: each test sees FLASH's
+    first shapes itself."""
+    from flexframe.nn import attention
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(attention, "_FLASH_FAILED", set())
+    monkeypatch.setattr(attention, "_FLASH_SHAPES", set())
+    monkeypatch.setattr(attention, "_FLASH_SHAPES_FULL", set())
+    return attention
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("head_dim", [64, 96, 128])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_tuned_default_gives_the_triton_result(fresh_flash, name, head_dim):
+    # The tuned default (FLASH where FlashAttention-4 is installed, else USE_TMA) against torch's
+    # default Triton kernel. Where FLASH is the default it must really have run: no failure
+    # handed over to Triton on the way.
+    errors = tuned_vs_plain_errors(name, head_dim)
+    assert all(e < 1e-2 for e in errors.values()), errors
+    assert not fresh_flash._FLASH_FAILED, fresh_flash._FLASH_FAILED
+    flash = fresh_flash.default_kernel_options("cuda", torch.bfloat16, head_dim) == {
+        "BACKEND": "FLASH"
+    }
+    assert bool(fresh_flash._FLASH_SHAPES) == flash
+
+
+@pytest.mark.cuda
+def test_the_tuned_default_serves_changing_lengths(fresh_flash):
+    # Frame counts that change from batch to batch. FLASH compiles one kernel per length for the
+    # first FLASH_MAX_SHAPES lengths; the later ones go to the Triton default (lengths dynamic).
+    # Each length against the sdpa backend, forward and backward.
+    torch.manual_seed(0)
+    kwargs = dict(dim=256, depth=1, num_heads=2, head_dim=128)
+    flex = FlexFrameDecoder(**kwargs, attention_backend="flex").cuda().to(torch.bfloat16)
+    sdpa = FlexFrameDecoder(**kwargs, attention_backend="sdpa").cuda().to(torch.bfloat16)
+    sdpa.load_state_dict(flex.state_dict())
+    limit = fresh_flash.FLASH_MAX_SHAPES
+    for i, num_frames in enumerate(range(8, 8 + 2 * (limit + 2), 2)):
+        spec = get_mask("causal-frame", num_frames=num_frames, num_patches_per_frame=64)
+        x = torch.randn(1, spec.q_len, 256, device="cuda", dtype=torch.bfloat16)
+        direction = torch.randn(x.shape, device="cuda")
+        outs = []
+        for model in (flex, sdpa):
+            xi = x.clone().requires_grad_(True)
+            out = model(xi, spec)
+            (out.float() * direction).sum().backward()
+            outs.append((out.detach(), xi.grad))
+        assert rel_err(outs[0][0], outs[1][0]) < 1e-2, num_frames
+        assert rel_err(outs[0][1], outs[1][1]) < 1e-2, num_frames
+        if fresh_flash.flash_available():
+            assert len(fresh_flash._FLASH_SHAPES) == min(i + 1, limit), num_frames
+    assert not fresh_flash._FLASH_FAILED, fresh_flash._FLASH_FAILED
+
+
+if __name__ == "__main__":
+    print(f"{torch.cuda.get_device_name()} torch {torch.__version__}")
+    print("| mask | head_dim | out | grad x | worst param grad |")
+    print("|---|---|---|---|---|")
+    for name in sorted(CASES):
+        for head_dim in (64, 128):
+            e = flex_vs_sdpa_errors(name, head_dim)
+            print(
+                f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
+                f"{e['grad_params_max']:.2e} |"
+            )
+    print()
+    print("| mask | head_dim | tuned default vs Triton {}: out | grad x | worst param grad |")
+    print("|---|---|---|---|---|")
+    for name in sorted(CASES):
+        for head_dim in (64, 96, 128):
+            e = tuned_vs_plain_errors(name, head_dim)
+            print(
+                f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
+                f"{e['grad_params_max']:.2e} |"
+            )

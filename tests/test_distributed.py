@@ -308,3 +308,26 @@ def test_under_torchrun_only_rank_0_prints(tmp_path):
     rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
     assert rows == ["Configuration", "Baseline", "+Frame Mask", "+Fast-Slow", "Full"], out
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_exit_process_flushes_and_skips_interpreter_teardown():
+    # What a finished torchrun worker calls last: its output and log lines arrive, its exit status
+    # is the one given, and nothing of the interpreter's teardown (atexit) runs.
+    script = (
+        "import atexit, logging, sys\n"
+        "from flexframe.distributed import exit_process\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "print('out', end='')\n"
+        "sys.stderr.write('err')\n"
+        "logging.getLogger('x').warning('logged')\n"
+        "exit_process(3)\n"
+        "print('after')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 3
+    assert proc.stdout == "out"
+    assert proc.stderr.startswith("err") and "logged" in proc.stderr

@@ -213,13 +213,15 @@ class MaskSpec:
         factory are never served for the new one. A spec built by hand (no origin) is keyed by
         its own identity.
         """
+        key = self.__dict__.get("_cache_key")
+        if key is not None:  # worked out once: a training step looks it up every call
+            return key
         origin = self.origin
         if origin is None:
-            origin = self.__dict__.get("_token")
-            if origin is None:
-                origin = ("by-hand", next(_BY_HAND_TOKENS))
-                object.__setattr__(self, "_token", origin)
-        return (self.name, _freeze(dict(self.params)), self.q_len, self.kv_len, origin)
+            origin = ("by-hand", next(_BY_HAND_TOKENS))
+        key = (self.name, _freeze(dict(self.params)), self.q_len, self.kv_len, origin)
+        object.__setattr__(self, "_cache_key", key)
+        return key
 
     def sparsity(self, block_size: BlockSize = 128) -> float:
         """Share of blocks skipped entirely, in percent (torch's ``BlockMask.sparsity``)."""

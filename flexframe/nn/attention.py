@@ -1,6 +1,9 @@
 """Multi-head attention over a flexframe mask, with two backends and one call site.
 
-``flex``: ``flex_attention`` with the mask's ``BlockMask``, compiled once per process.
+``flex``: ``flex_attention`` with the mask's ``BlockMask``, compiled once per process. Its
+kernel: FlashAttention-4 (``BACKEND="FLASH"``) on Hopper where ``flash-attn-4`` is installed
+(``pip install "flexframe[flash]"``), else the Triton kernel; see
+:func:`default_kernel_options`.
 ``sdpa``: ``scaled_dot_product_attention`` with the mask's dense ``[q_len, kv_len]`` bool tensor.
 ``auto``: FlexAttention has no backward pass on the CPU (torch raises NotImplementedError), so
 ``auto`` trains with ``sdpa`` on the CPU and with ``flex`` on a GPU, and infers with ``flex``
@@ -14,13 +17,16 @@ BlockMask's tensors and the tensors its mask_mod reads are kernel inputs, not co
 sequence length compiles once more; from the second length on torch marks lengths dynamic, so
 frame counts that vary from batch to batch cost a bounded number of compilations (measured in
 ``tests/test_decoder.py``). A mask_mod that closes over a different Python integer (another
-``num_patches_per_frame``) is another kernel.
+``num_patches_per_frame``) is another kernel. FLASH cannot take dynamic lengths: it is compiled
+apart, one kernel per input signature, for at most ``FLASH_MAX_SHAPES`` signatures a process
+(later ones run the Triton kernel).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -41,35 +47,154 @@ BACKENDS = ("auto", "flex", "sdpa")
 MaskLike = MaskSpec | BlockMask | str | Mapping[str, Any]
 
 _compiled_flex: Callable[..., torch.Tensor] | None = None
+_compiled_flash: Callable[..., torch.Tensor] | None = None
 
 
-def default_kernel_options(device: torch.device | str) -> dict[str, Any]:
-    """The flex_attention ``kernel_options`` flexframe uses by default on ``device``.
+FLASH_HEAD_DIMS = (64, 96, 128)  # head dims the FLASH default is tested with (tests/test_cuda.py)
 
-    On Hopper GPUs (compute capability 9.x) the Tensor Memory Accelerator loads
-    (``USE_TMA``) measured 3-9 % faster forward and 0-3 % faster forward+backward on frame masks
-    (``benchmarks/RESULTS.md``, H200, head dim 128, bf16, 16K-64K tokens); everywhere else, and
-    on a torch that does not know the option, the default ``{}`` is the fallback that always
-    works. Decided once per device.
+
+def default_kernel_options(
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    head_dim: int | None = None,
+) -> dict[str, Any]:
+    """The flex_attention ``kernel_options`` flexframe uses by default for these inputs.
+
+    The first that applies, on a CUDA GPU:
+
+    1. ``{"BACKEND": "FLASH"}``, FlashAttention-4 (CuTe DSL) under FlexAttention, on Hopper
+       (compute capability 9.x) when ``flash_attn.cute`` can be imported (``pip install
+       flexframe[flash]``), torch knows the option, ``dtype`` is bfloat16 or float16,
+       ``head_dim`` is one of ``FLASH_HEAD_DIMS`` and deterministic algorithms are off (its
+       block-sparse backward has no deterministic mode before Blackwell). Measured at 97-114 %
+       of cuDNN's token-causal throughput on frame masks, against 67-83 % for the Triton kernel
+       (``benchmarks/RESULTS.md``, H200, head dim 128, 16K-64K tokens).
+    2. ``{"USE_TMA": True}`` on Hopper: the Triton kernel with Tensor Memory Accelerator loads,
+       3-9 % faster forward than torch's defaults.
+    3. ``{}``, torch's defaults: the fallback that always works.
+
+    Without ``dtype`` and ``head_dim``, or for a (device, dtype, head_dim) where FLASH failed to
+    compile once in this process (see :class:`Attention`), the choice starts at 2.
 
     Example:
-        >>> default_kernel_options("cpu")
+        >>> default_kernel_options("cpu", torch.bfloat16, 128)
         {}
     """
-    return dict(_kernel_options_for(str(torch.device(device))))
+    dev = torch.device(device)
+    flash = dtype is not None and head_dim is not None and _flash_applies(dev, dtype, head_dim)
+    return dict(_kernel_options_for(str(dev), flash))
+
+
+def flash_available() -> bool:
+    """Whether flex_attention's FLASH backend (FlashAttention-4) can run in this process: torch
+    knows ``BACKEND`` and ``flash_attn.cute`` can be imported.
+
+    Example:
+        >>> isinstance(flash_available(), bool)
+        True
+    """
+    return _flash_importable() and "BACKEND" in _known_kernel_options()
 
 
 @functools.cache
-def _kernel_options_for(device: str) -> tuple[tuple[str, Any], ...]:
+def _flash_importable() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except (ImportError, ValueError):  # flash_attn absent, or a broken install
+        return False
+
+
+@functools.cache
+def _known_kernel_options() -> frozenset[str]:
+    try:
+        from torch.nn.attention.flex_attention import FlexKernelOptions
+    except ImportError:  # a torch that does not declare its kernel options
+        return frozenset()
+    return frozenset(getattr(FlexKernelOptions, "__annotations__", {}))
+
+
+def _flash_applies(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    return (
+        device.type == "cuda"
+        and torch.cuda.is_available()
+        and dtype in (torch.bfloat16, torch.float16)
+        and head_dim in FLASH_HEAD_DIMS
+        and not torch.are_deterministic_algorithms_enabled()
+        and (str(device), dtype, head_dim) not in _FLASH_FAILED
+        and _capability(str(device))[0] == 9
+        and flash_available()
+    )
+
+
+@functools.cache
+def _capability(device: str) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(torch.device(device))
+
+
+@functools.cache
+def _kernel_options_for(device: str, flash: bool) -> tuple[tuple[str, Any], ...]:
     dev = torch.device(device)
+    if flash:  # _flash_applies checked the device
+        return (("BACKEND", "FLASH"),)
     if dev.type != "cuda" or not torch.cuda.is_available():
         return ()
-    from torch.nn.attention.flex_attention import FlexKernelOptions
-
-    major, _ = torch.cuda.get_device_capability(dev)
-    if major == 9 and "USE_TMA" in getattr(FlexKernelOptions, "__annotations__", {}):
+    if _capability(device)[0] == 9 and "USE_TMA" in _known_kernel_options():
         return (("USE_TMA", True),)
     return ()
+
+
+# (device, dtype, head_dim) where a default FLASH kernel failed to compile in this process
+_FLASH_FAILED: set[tuple[str, torch.dtype, int]] = set()
+# input signatures the default FLASH path compiled for (at most FLASH_MAX_SHAPES)
+_FLASH_SHAPES: set[tuple[Any, ...]] = set()
+_FLASH_SHAPES_FULL: set[bool] = set()  # logged that the budget is spent
+
+
+def _flash_signature(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask, gqa: bool
+) -> tuple[Any, ...]:
+    """What a ``dynamic=False`` compile specializes on, as far as flexframe can see: shapes,
+    dtype, device, GQA, the BlockMask's block size and lengths, and its mask_mod's code."""
+    mod = block_mask.mask_mod
+    return (
+        tuple(q.shape),
+        tuple(k.shape),
+        tuple(v.shape),
+        q.dtype,
+        str(q.device),
+        gqa,
+        tuple(block_mask.BLOCK_SIZE),
+        tuple(block_mask.seq_lengths),
+        getattr(mod, "__code__", type(mod)),
+    )
+
+
+FLASH_MAX_SHAPES = 8  # input signatures a process compiles the default FLASH kernel for
+
+
+def _compiled_flash_attention() -> Callable[..., torch.Tensor]:
+    """The process-wide ``torch.compile(flex_attention, dynamic=False)`` for ``BACKEND="FLASH"``.
+
+    FLASH cannot take lengths as symbols (torch: "captures a dynamic scalar"), so it gets its own
+    compiled function that never marks them dynamic: one kernel per input signature. The first
+    use raises dynamo's ``recompile_limit`` by ``FLASH_MAX_SHAPES``, the entries the default
+    FLASH path may add, so that the shared Triton function keeps its own headroom.
+    """
+    global _compiled_flash
+    if _compiled_flash is None:
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit += FLASH_MAX_SHAPES
+        logger.info(
+            "flexframe: FLASH flex_attention compiled with dynamic=False; dynamo's "
+            "recompile_limit raised by %d to %d",
+            FLASH_MAX_SHAPES,
+            dynamo_config.recompile_limit,
+        )
+        _compiled_flash = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flash
 
 
 def compiled_flex_attention() -> Callable[..., torch.Tensor]:
@@ -345,14 +470,68 @@ class Attention(nn.Module):
             # One memory layout whether or not rotary ran, so that the compiled kernel's stride
             # guards hold (a bare BlockMask has no positions, hence no rotary).
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-            options = self.kernel_options
-            if options is None:
-                options = default_kernel_options(x.device)
-            out = compiled_flex_attention()(
-                q, k, v, block_mask=block_mask, enable_gqa=gqa, kernel_options=options or None
-            )
+            out = self._flex(q, k, v, block_mask, gqa)
         else:
             dense = _DENSE_CACHE.get(mask, x.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=gqa)
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
+    def _flex(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask, gqa: bool
+    ) -> torch.Tensor:
+        """``flex_attention`` with this module's kernel options (``None``: the default for the
+        inputs).
+
+        FLASH runs through its own compiled function (``dynamic=False``: a kernel per input
+        signature). The default FLASH path compiles for the first ``FLASH_MAX_SHAPES``
+        signatures of the process and sends others to the Triton default, whose lengths may be
+        dynamic; a default FLASH kernel that fails in the forward call (where it is compiled)
+        is reported once and replaced by the Triton default for that (device, dtype, head_dim).
+        Options the caller chose are never replaced, and an error from the backward pass is
+        raised there: ``tests/test_cuda.py`` runs FLASH's backward for every mask and head dim
+        of the default.
+        """
+        options = self.kernel_options
+        chosen_by_default = options is None
+        if options is None:
+            options = default_kernel_options(q.device, q.dtype, q.shape[-1])
+        signature = None
+        if chosen_by_default and options.get("BACKEND") == "FLASH":
+            signature = _flash_signature(q, k, v, block_mask, gqa)
+            if signature not in _FLASH_SHAPES and len(_FLASH_SHAPES) >= FLASH_MAX_SHAPES:
+                options = default_kernel_options(q.device)
+                if not _FLASH_SHAPES_FULL:
+                    _FLASH_SHAPES_FULL.add(True)
+                    logger.info(
+                        "flexframe: FLASH compiled for %d input shapes already; new shapes use "
+                        "kernel_options=%s (FLASH_MAX_SHAPES)",
+                        FLASH_MAX_SHAPES,
+                        options,
+                    )
+                signature = None
+        flash = options.get("BACKEND") == "FLASH"
+        attend = _compiled_flash_attention() if flash else compiled_flex_attention()
+        try:
+            out = attend(
+                q, k, v, block_mask=block_mask, enable_gqa=gqa, kernel_options=options or None
+            )
+        except Exception as err:
+            if not chosen_by_default or not flash or isinstance(err, torch.OutOfMemoryError):
+                raise
+            _FLASH_FAILED.add((str(q.device), q.dtype, q.shape[-1]))
+            fallback = default_kernel_options(q.device)
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            message = (
+                f"flexframe: the FLASH flex_attention kernel failed on {q.device} for "
+                f"{q.dtype} head_dim={q.shape[-1]} ({type(err).__name__}: {first_line}); using "
+                f"kernel_options={fallback} for these from now on in this process"
+            )
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return compiled_flex_attention()(
+                q, k, v, block_mask=block_mask, enable_gqa=gqa, kernel_options=fallback or None
+            )
+        if signature is not None:
+            _FLASH_SHAPES.add(signature)
+        return out
