@@ -4,7 +4,9 @@ from flexframe.nn.attention import (
     Attention,
     choose_backend,
     compiled_flex_attention,
+    default_kernel_options,
     dense_from_block_mask,
+    flash_available,
     resolve_mask,
 )
 from flexframe.nn.decoder import DecoderLayer, FlexFrameDecoder
@@ -18,6 +20,8 @@ __all__ = [
     "FrameRotaryEmbedding",
     "choose_backend",
     "compiled_flex_attention",
+    "default_kernel_options",
     "dense_from_block_mask",
+    "flash_available",
     "resolve_mask",
 ]
