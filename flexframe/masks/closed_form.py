@@ -483,7 +483,7 @@ def build_block_mask(
         method: ``"intervals"`` writes each block row's indices from the ends of its runs of
             blocks (see :meth:`IntervalRelation.block_intervals`; one copy and four launches on
             a GPU), ``"grids"`` forms the partial and full grids and orders them with prefix
-            sums. ``"auto"`` takes ``"grids"`` on a GPU, where it measured 2-4x faster
+            sums. ``"auto"`` takes ``"grids"`` on a GPU, where it measured 1.1-4.5x faster
             (0.4-0.7 ms against 0.6-2.1 ms at 16K-128K tokens on an H200: the runs' host work
             costs more than the grids' few launches), and ``"intervals"`` elsewhere unless the
             bounds fall more than ``MAX_RUNS`` times (then the runs outnumber what the grids

@@ -67,7 +67,7 @@ def default_kernel_options(
        flexframe[flash]``), torch knows the option, ``dtype`` is bfloat16 or float16,
        ``head_dim`` is one of ``FLASH_HEAD_DIMS`` and deterministic algorithms are off (its
        block-sparse backward has no deterministic mode before Blackwell). Measured at 97-114 %
-       of cuDNN's token-causal throughput on frame masks, against 67-83 % for the Triton kernel
+       of cuDNN's token-causal throughput on frame masks, against 67-82 % for the Triton kernel
        (``benchmarks/RESULTS.md``, H200, head dim 128, 16K-64K tokens).
     2. ``{"USE_TMA": True}`` on Hopper: the Triton kernel with Tensor Memory Accelerator loads,
        3-9 % faster forward than torch's defaults.
