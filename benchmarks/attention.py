@@ -383,11 +383,8 @@ def prepare(ctx: Context, group: Group, variant: str, kind: str) -> Prepared:
 
     # flex variants
     config = kind.removeprefix("flex:")
-    padded_config = config.removeprefix("padded").removeprefix("-") if _is_padded(config) else None
-    if padded_config is not None:
-        options = dict(ctx.flex_configs[padded_config]) if padded_config else {}
-    else:
-        options = dict(ctx.flex_configs[config])
+    padded_config = _padded_base(config) if _is_padded(config) else None
+    options = dict(ctx.flex_configs[padded_config or config])
     if config not in ("default", "padded") and device.type != "cuda":
         raise Unavailable(f"{variant}: kernel_options tune the Triton (CUDA) kernel")
     if config == "flash" and "BACKEND" not in (known_kernel_options() or set()):
@@ -1012,6 +1009,12 @@ def _is_padded(config: str) -> bool:
     return config == "padded" or config.startswith("padded-")
 
 
+def _padded_base(config: str) -> str:
+    """The kernel-options config a padded config runs: ``padded-tma`` -> ``tma``, ``padded`` ->
+    ``default``."""
+    return config.removeprefix("padded").removeprefix("-") or "default"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1150,8 +1153,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name in all_variant_names(args.flex_configs):
             config_name = name.removeprefix("flex-")
             if _is_padded(config_name):
-                base = config_name.removeprefix("padded").removeprefix("-") or "default"
-                print(name, "frames padded to the block size,", json.dumps(FLEX_CONFIGS[base]))
+                base = FLEX_CONFIGS[_padded_base(config_name)]
+                print(name, "frames padded to the block size,", json.dumps(base))
                 continue
             config = args.flex_configs.get(config_name)
             print(name, "" if config is None else json.dumps(config))

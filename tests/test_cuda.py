@@ -27,31 +27,48 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def flex_vs_sdpa_errors(name: str, head_dim: int) -> dict[str, float]:
-    spec = get_mask(name, **CASES[name])
-    torch.manual_seed(0)
-    kwargs = dict(dim=4 * head_dim, depth=2, num_heads=4, num_kv_heads=2, head_dim=head_dim)
-    flex = FlexFrameDecoder(**kwargs, attention_backend="flex").cuda().to(torch.bfloat16)
-    sdpa = FlexFrameDecoder(**kwargs, attention_backend="sdpa").cuda().to(torch.bfloat16)
-    sdpa.load_state_dict(flex.state_dict())
-    x = torch.randn(2, spec.q_len, 4 * head_dim, device="cuda", dtype=torch.bfloat16)
+def twin_decoders(head_dim: int, first: dict, second: dict, **kwargs) -> tuple:
+    """Two bf16 CUDA decoders with the same weights, built with ``first`` and ``second`` on top
+    of ``kwargs`` (default: 2 layers of 4 query and 2 key/value heads of ``head_dim``)."""
+    kwargs = {"dim": 4 * head_dim, "depth": 2, "num_heads": 4, "num_kv_heads": 2,
+              "head_dim": head_dim, **kwargs}  # fmt: skip
+    a = FlexFrameDecoder(**kwargs, **first).cuda().to(torch.bfloat16)
+    b = FlexFrameDecoder(**kwargs, **second).cuda().to(torch.bfloat16)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def pair_errors(a, b, spec, x: torch.Tensor) -> dict[str, float]:
+    """Relative errors of ``a`` against ``b`` on ``x`` under ``spec``: the output, the input's
+    gradient and the worst parameter gradient, forward and backward."""
     # A random direction for the loss: mean(out**2) would be constant after the final LayerNorm,
     # leaving only rounding noise as gradient.
     direction = torch.randn(x.shape, device="cuda")
-    errors = {}
-    outs, grads = [], []
-    for model in (flex, sdpa):
+    results = []
+    for model in (a, b):
         xi = x.clone().requires_grad_(True)
         out = model(xi, spec)
         (out.float() * direction).sum().backward()
-        outs.append(out.detach())
-        grads.append([xi.grad] + [p.grad for p in model.parameters()])
-    errors["out"] = rel_err(outs[0], outs[1])
-    errors["grad_x"] = rel_err(grads[0][0], grads[1][0])
-    errors["grad_params_max"] = max(
-        rel_err(g0, g1) for g0, g1 in zip(grads[0][1:], grads[1][1:], strict=True)
-    )
-    return errors
+        results.append((out.detach(), xi.grad, [p.grad for p in model.parameters()]))
+    (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+    return {
+        "out": rel_err(out_a, out_b),
+        "grad_x": rel_err(gx_a, gx_b),
+        "grad_params_max": max(rel_err(g, h) for g, h in zip(gp_a, gp_b, strict=True)),
+    }
+
+
+def case_errors(name: str, head_dim: int, first: dict, second: dict) -> dict[str, float]:
+    """:func:`pair_errors` of twin decoders on the mask ``CASES[name]``, batch 2."""
+    spec = get_mask(name, **CASES[name])
+    torch.manual_seed(0)
+    a, b = twin_decoders(head_dim, first, second)
+    x = torch.randn(2, spec.q_len, 4 * head_dim, device="cuda", dtype=torch.bfloat16)
+    return pair_errors(a, b, spec, x)
+
+
+def flex_vs_sdpa_errors(name: str, head_dim: int) -> dict[str, float]:
+    return case_errors(name, head_dim, {"attention_backend": "flex"}, {"attention_backend": "sdpa"})
 
 
 @pytest.mark.cuda
@@ -114,27 +131,12 @@ def test_closed_form_builder_on_the_gpu_gives_torchs_tensors(name, block_size):
 def tuned_vs_plain_errors(name: str, head_dim: int, kernel_options=None) -> dict[str, float]:
     """The decoder with ``kernel_options`` (None: flexframe's default for the inputs) against
     torch's default Triton kernel (``{}``), forward and backward in bf16."""
-    spec = get_mask(name, **CASES[name])
-    torch.manual_seed(0)
-    kwargs = dict(dim=4 * head_dim, depth=2, num_heads=4, num_kv_heads=2, head_dim=head_dim)
-    tuned = FlexFrameDecoder(**kwargs, attention_backend="flex", kernel_options=kernel_options)
-    plain = FlexFrameDecoder(**kwargs, attention_backend="flex", kernel_options={})
-    tuned, plain = tuned.cuda().to(torch.bfloat16), plain.cuda().to(torch.bfloat16)
-    plain.load_state_dict(tuned.state_dict())
-    x = torch.randn(2, spec.q_len, 4 * head_dim, device="cuda", dtype=torch.bfloat16)
-    direction = torch.randn(x.shape, device="cuda")
-    results = []
-    for model in (tuned, plain):
-        xi = x.clone().requires_grad_(True)
-        out = model(xi, spec)
-        (out.float() * direction).sum().backward()
-        results.append((out.detach(), xi.grad, [p.grad for p in model.parameters()]))
-    (out_t, gx_t, gp_t), (out_p, gx_p, gp_p) = results
-    return {
-        "out": rel_err(out_t, out_p),
-        "grad_x": rel_err(gx_t, gx_p),
-        "grad_params_max": max(rel_err(a, b) for a, b in zip(gp_t, gp_p, strict=True)),
-    }
+    return case_errors(
+        name,
+        head_dim,
+        {"attention_backend": "flex", "kernel_options": kernel_options},
+        {"attention_backend": "flex", "kernel_options": {}},
+    )
 
 
 @pytest.mark.cuda
@@ -191,23 +193,16 @@ def test_the_tuned_default_serves_changing_lengths(fresh_flash):
     # first FLASH_MAX_SHAPES lengths; the later ones go to the Triton default (lengths dynamic).
     # Each length against the sdpa backend, forward and backward.
     torch.manual_seed(0)
-    kwargs = dict(dim=256, depth=1, num_heads=2, head_dim=128)
-    flex = FlexFrameDecoder(**kwargs, attention_backend="flex").cuda().to(torch.bfloat16)
-    sdpa = FlexFrameDecoder(**kwargs, attention_backend="sdpa").cuda().to(torch.bfloat16)
-    sdpa.load_state_dict(flex.state_dict())
+    flex, sdpa = twin_decoders(
+        128, {"attention_backend": "flex"}, {"attention_backend": "sdpa"},
+        dim=256, depth=1, num_heads=2, num_kv_heads=2,
+    )  # fmt: skip
     limit = fresh_flash.FLASH_MAX_SHAPES
     for i, num_frames in enumerate(range(8, 8 + 2 * (limit + 2), 2)):
         spec = get_mask("causal-frame", num_frames=num_frames, num_patches_per_frame=64)
         x = torch.randn(1, spec.q_len, 256, device="cuda", dtype=torch.bfloat16)
-        direction = torch.randn(x.shape, device="cuda")
-        outs = []
-        for model in (flex, sdpa):
-            xi = x.clone().requires_grad_(True)
-            out = model(xi, spec)
-            (out.float() * direction).sum().backward()
-            outs.append((out.detach(), xi.grad))
-        assert rel_err(outs[0][0], outs[1][0]) < 1e-2, num_frames
-        assert rel_err(outs[0][1], outs[1][1]) < 1e-2, num_frames
+        errors = pair_errors(flex, sdpa, spec, x)
+        assert errors["out"] < 1e-2 and errors["grad_x"] < 1e-2, (num_frames, errors)
         if fresh_flash.flash_available():
             assert len(fresh_flash._FLASH_SHAPES) == min(i + 1, limit), num_frames
     assert not fresh_flash._FLASH_FAILED, fresh_flash._FLASH_FAILED

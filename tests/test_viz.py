@@ -817,6 +817,8 @@ def run_in_fresh_process(script: str, cwd, timeout: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The memory tests read the peak resident size from ru_maxrss, whose unit is the platform's
+# (KiB on Linux, bytes on macOS): they run where CI runs, on Linux.
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
 def test_blocks_of_an_8k_token_mask_without_closed_form_are_counted_in_bounded_memory(tmp_path):
     # The [8192, 8192] mask alone is 64 MiB of bools, and torch's eager create_block_mask holds
