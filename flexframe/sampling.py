@@ -54,13 +54,21 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
-from ._checks import check_int, did_you_mean
+from flexframe._checks import check_choice, check_int
+from flexframe._vocab import (
+    DEFAULT_FAST_STRIDE,
+    DEFAULT_NUM_FAST,
+    DEFAULT_NUM_SLOW,
+    DEFAULT_SLOW_STRIDE,
+    FAST_SLOW_KEYS,
+    MERGE_STRATEGIES,
+    PRESET_NAMES,
+)
 
 __all__ = [
     "FAST_SLOW_PRESETS",
     "MERGE_STRATEGIES",
     "FastSlowPreset",
-    "VideoFrameSampler",
     "fast_slow_indices",
     "get_fast_slow_preset",
     "merge_fast_slow_frames",
@@ -70,21 +78,13 @@ __all__ = [
     "sample_fast_slow_frames",
 ]
 
-MERGE_STRATEGIES: tuple[str, ...] = ("concat", "interleave")
-"""Valid ``merge_strategy`` values, in documentation order."""
-
-
 # --------------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------------
 
 
 def _check_merge_strategy(merge_strategy: object) -> str:
-    if isinstance(merge_strategy, str) and merge_strategy in MERGE_STRATEGIES:
-        return merge_strategy
-    valid = ", ".join(repr(s) for s in MERGE_STRATEGIES)
-    hint = did_you_mean(merge_strategy, MERGE_STRATEGIES) if isinstance(merge_strategy, str) else ""
-    raise ValueError(f"merge_strategy must be one of {valid}, got {merge_strategy!r}.{hint}")
+    return check_choice("merge_strategy", merge_strategy, MERGE_STRATEGIES)
 
 
 def _check_clip(name: str, value: object, time_name: str) -> Tensor:
@@ -138,10 +138,10 @@ def _floor_mul_div(i: Tensor, a: int, n: int) -> Tensor:
 
 def fast_slow_indices(
     num_frames: int,
-    fast_stride: int = 1,
-    slow_stride: int = 4,
-    num_fast: int = 8,
-    num_slow: int = 8,
+    fast_stride: int = DEFAULT_FAST_STRIDE,
+    slow_stride: int = DEFAULT_SLOW_STRIDE,
+    num_fast: int = DEFAULT_NUM_FAST,
+    num_slow: int = DEFAULT_NUM_SLOW,
     *,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -216,10 +216,10 @@ def fast_slow_indices(
 
 def sample_fast_slow_frames(
     video_frames: Tensor,
-    fast_stride: int = 1,
-    slow_stride: int = 4,
-    num_fast: int = 8,
-    num_slow: int = 8,
+    fast_stride: int = DEFAULT_FAST_STRIDE,
+    slow_stride: int = DEFAULT_SLOW_STRIDE,
+    num_fast: int = DEFAULT_NUM_FAST,
+    num_slow: int = DEFAULT_NUM_SLOW,
     return_indices: bool = False,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gather the fast and slow frames of a ``[B, T, C, H, W]`` clip, by :func:`fast_slow_indices`.
@@ -441,82 +441,10 @@ def merge_fast_slow_indices(
 
 
 # --------------------------------------------------------------------------------------------
-# Seed-compatible front
-# --------------------------------------------------------------------------------------------
-
-
-class VideoFrameSampler:
-    """Seed-compatible, stateless front over this module's functions.
-
-    Every method forwards to the module function of the same name (``merge_fast_slow_timestamps``
-    to :func:`merge_fast_slow_indices`), so there is one implementation.
-
-    Example:
-        >>> sampler = VideoFrameSampler()
-        >>> video = torch.arange(16.0).view(1, 16, 1, 1, 1)  # pixel value = frame number
-        >>> fast, slow, fast_idx, slow_idx = sampler.sample_fast_slow_frames(
-        ...     video, return_indices=True
-        ... )
-        >>> fast.shape, slow.shape
-        (torch.Size([1, 8, 1, 1, 1]), torch.Size([1, 8, 1, 1, 1]))
-        >>> sampler.merge_fast_slow_frames(fast, slow).shape
-        torch.Size([1, 16, 1, 1, 1])
-        >>> sampler.merge_fast_slow_timestamps(fast_idx, slow_idx).tolist()
-        [0, 2, 4, 6, 8, 10, 12, 14, 8, 9, 10, 11, 12, 13, 14, 15]
-    """
-
-    def sample_fast_slow_frames(
-        self,
-        video_frames: Tensor,
-        fast_stride: int = 1,
-        slow_stride: int = 4,
-        num_fast: int = 8,
-        num_slow: int = 8,
-        return_indices: bool = False,
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Gather fast and slow frames of ``[B, T, C, H, W]``; see :func:`sample_fast_slow_frames`.
-
-        Example:
-            >>> video = torch.arange(16.0).view(1, 16, 1, 1, 1)
-            >>> fast, slow = VideoFrameSampler().sample_fast_slow_frames(video, num_fast=2)
-            >>> fast.flatten().tolist()
-            [14.0, 15.0]
-        """
-        return sample_fast_slow_frames(
-            video_frames, fast_stride, slow_stride, num_fast, num_slow, return_indices
-        )
-
-    def merge_fast_slow_frames(
-        self, fast: Tensor, slow: Tensor, merge_strategy: str = "concat"
-    ) -> Tensor:
-        """Merge ``[B, F, C, H, W]`` and ``[B, S, C, H, W]``; see :func:`merge_fast_slow_frames`.
-
-        Example:
-            >>> fast = torch.tensor([10.0, 11.0]).view(1, 2, 1, 1, 1)
-            >>> slow = torch.tensor([0.0]).view(1, 1, 1, 1, 1)
-            >>> VideoFrameSampler().merge_fast_slow_frames(fast, slow, "interleave").flatten()
-            tensor([ 0., 10., 11.])
-        """
-        return merge_fast_slow_frames(fast, slow, merge_strategy)
-
-    def merge_fast_slow_timestamps(
-        self, fast_idx: Tensor, slow_idx: Tensor, merge_strategy: str = "concat"
-    ) -> Tensor:
-        """Timestamps ``[F + S]`` of the merged frames; see :func:`merge_fast_slow_indices`.
-
-        Example:
-            >>> fast_idx, slow_idx = torch.tensor([14, 15]), torch.tensor([0, 8])
-            >>> VideoFrameSampler().merge_fast_slow_timestamps(fast_idx, slow_idx, "interleave")
-            tensor([ 0, 14,  8, 15])
-        """
-        return merge_fast_slow_indices(fast_idx, slow_idx, merge_strategy)
-
-
-# --------------------------------------------------------------------------------------------
 # Presets
 # --------------------------------------------------------------------------------------------
 
-_PRESET_FIELDS = ("num_fast", "num_slow", "fast_stride", "slow_stride")
+_PRESET_FIELDS = FAST_SLOW_KEYS
 
 
 @dataclass(frozen=True)
@@ -636,11 +564,7 @@ def get_fast_slow_preset(name: str) -> FastSlowPreset:
         >>> preset.num_fast, preset.num_slow, preset.fast_stride, preset.slow_stride
         (8, 8, 1, 4)
     """
-    if isinstance(name, str) and name in FAST_SLOW_PRESETS:
-        return FAST_SLOW_PRESETS[name]
-    valid = ", ".join(repr(n) for n in FAST_SLOW_PRESETS)
-    hint = did_you_mean(name, FAST_SLOW_PRESETS) if isinstance(name, str) else ""
-    raise ValueError(f"name must be one of {valid}, got {name!r}.{hint}")
+    return FAST_SLOW_PRESETS[check_choice("name", name, PRESET_NAMES)]
 
 
 def preset_for_num_frames(num_frames: int) -> FastSlowPreset:

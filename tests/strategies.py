@@ -24,11 +24,23 @@ def reference_dense(name: str, params: dict) -> torch.Tensor:
     elif name == "timestamp-causal":
         p = params["num_patches_per_frame"]
         n = len(params["timestamps"]) * p
+    elif name == "teacher-forcing":
+        p = params["num_patches_per_frame"]
+        n = 2 * params["num_frames"] * p
     else:
         p = params["num_patches_per_frame"]
         n = params["num_frames"] * p
     if name not in ("token-causal", "full"):
         frame_of = [i // p for i in range(n)]
+
+    def window_allows(cq: int, ck: int) -> bool:
+        w, sinks = params.get("window_size"), params.get("sink_chunks", 0)
+        return w is None or cq - ck <= w or ck < sinks
+
+    def chunk_sees(fq: int, fk: int) -> bool:
+        # chunk(f) = f // frames_per_chunk; c' <= c and (no window, c - c' <= w, or c' < sinks)
+        cq, ck = fq // params["frames_per_chunk"], fk // params["frames_per_chunk"]
+        return ck <= cq and window_allows(cq, ck)
 
     def visible(q: int, k: int) -> bool:
         fq, fk = frame_of[q], frame_of[k]
@@ -39,7 +51,21 @@ def reference_dense(name: str, params: dict) -> torch.Tensor:
         if name == "causal-frame":
             return fk <= fq
         if name == "sliding-window":
-            return fq - params["window_size"] <= fk <= fq
+            # f' <= f and (f - f' <= window_size or f' < sink_frames)
+            sinks = params.get("sink_frames", 0)
+            return fk <= fq and (fq - fk <= params["window_size"] or fk < sinks)
+        if name == "chunk-causal":
+            return chunk_sees(fq, fk)
+        if name == "teacher-forcing":
+            half = params["num_frames"]
+            q_noisy, k_noisy = fq >= half, fk >= half
+            fq, fk = fq % half, fk % half  # the frame each token shows (noisy f is f noised)
+            cq, ck = fq // params["frames_per_chunk"], fk // params["frames_per_chunk"]
+            if not q_noisy:  # clean: the clean chunks chunk-causal allows, never a noisy token
+                return not k_noisy and chunk_sees(fq, fk)
+            if k_noisy:  # noisy: the noisy tokens of its own chunk
+                return ck == cq
+            return ck < cq and window_allows(cq, ck)  # earlier clean chunks, window and sinks
         if name == "fast-slow":
             s = params["num_slow_frames"]
             q_is_slow, k_is_slow = fq < s, fk < s
@@ -78,6 +104,8 @@ def mask_configs(draw, max_frames: int = 6, max_patches: int = 7) -> tuple[str, 
                 "packed-causal-frame",
                 "token-causal",
                 "full",
+                "chunk-causal",
+                "teacher-forcing",
             ]
         )
     )
@@ -85,11 +113,15 @@ def mask_configs(draw, max_frames: int = 6, max_patches: int = 7) -> tuple[str, 
     if name == "causal-frame":
         return name, {"num_frames": draw(st.integers(1, max_frames)), "num_patches_per_frame": p}
     if name == "sliding-window":
-        return name, {
-            "num_frames": draw(st.integers(1, max_frames)),
-            "num_patches_per_frame": p,
-            "window_size": draw(st.integers(0, max_frames)),
-        }
+        f = draw(st.integers(1, max_frames))
+        params = {"num_frames": f, "num_patches_per_frame": p,
+                  "window_size": draw(st.integers(0, max_frames))}  # fmt: skip
+        sinks = draw(st.integers(0, f))
+        if sinks:
+            params["sink_frames"] = sinks
+        return name, params
+    if name in ("chunk-causal", "teacher-forcing"):
+        return name, generation_params(draw, max_frames, p)
     if name == "fast-slow":
         return name, {
             "num_fast_frames": draw(st.integers(1, max_frames // 2)),
@@ -104,6 +136,20 @@ def mask_configs(draw, max_frames: int = 6, max_patches: int = 7) -> tuple[str, 
         videos = draw(st.lists(st.integers(1, 3), min_size=1, max_size=4))
         return name, {"frames_per_video": videos, "num_patches_per_frame": p}
     return name, {"seq_len": draw(st.integers(1, max_frames * max_patches))}
+
+
+def generation_params(draw, max_frames: int, p: int) -> dict:
+    """chunk-causal / teacher-forcing parameters: frames, chunks, an optional window, sinks."""
+    f = draw(st.integers(1, max_frames))
+    fpc = draw(st.integers(1, f + 1))
+    num_chunks = -(-f // fpc)
+    params = {"num_frames": f, "num_patches_per_frame": p, "frames_per_chunk": fpc}
+    if draw(st.booleans()):
+        params["window_size"] = draw(st.integers(0, num_chunks))
+    sinks = draw(st.integers(0, num_chunks))
+    if sinks:
+        params["sink_chunks"] = sinks
+    return params
 
 
 def expected_block_grids(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 
 import pytest
 import torch
@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch._dynamo.utils import counters
 
-from flexframe import FlexFrameDecoder, FramePositions, get_mask
+from flexframe import DecoderConfig, FlexFrameDecoder, FramePositions, get_mask
+from flexframe.nn import Attention, KernelPolicy, resolve_backend
 
 DIM, HEADS, KV_HEADS = 32, 4, 2
 
@@ -29,7 +30,7 @@ MASKS = {
 def make_decoder(backend: str, cross: bool = False, seed: int = 0) -> FlexFrameDecoder:
     torch.manual_seed(seed)
     return FlexFrameDecoder(
-        DIM, depth=2, num_heads=HEADS, num_kv_heads=KV_HEADS, cross_attention=cross,
+        dim=DIM, depth=2, num_heads=HEADS, num_kv_heads=KV_HEADS, cross_attention=cross,
         attention_backend=backend,
     )  # fmt: skip
 
@@ -160,39 +161,58 @@ def test_varying_frame_counts_compile_at_most_twice():
 
 
 # -- backend choice, shapes, errors --------------------------------------------------------------
-def test_auto_trains_with_sdpa_on_cpu_and_infers_with_flex(monkeypatch, caplog):
-    import flexframe.nn.attention as attention
+class CountingKernels(KernelPolicy):
+    """A kernel policy that counts its flex calls."""
 
-    flex_calls = []
-    compiled = attention.compiled_flex_attention()
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
 
-    def counting_flex(*args, **kwargs):
-        flex_calls.append(1)
-        return compiled(*args, **kwargs)
+    def attend(self, *args, **kwargs):
+        self.calls += 1
+        return super().attend(*args, **kwargs)
 
-    monkeypatch.setattr(attention, "compiled_flex_attention", lambda: counting_flex)
-    monkeypatch.setattr(attention, "_LOGGED_CHOICES", set())  # log afresh for this test
+
+def test_auto_is_sdpa_on_the_cpu_in_training_and_inference():
+    kernels = CountingKernels()
     spec = get_mask("causal-frame", **MASKS["causal-frame"])
-    decoder = make_decoder("auto").train()
+    torch.manual_seed(0)
+    decoder = FlexFrameDecoder(dim=DIM, depth=2, num_heads=HEADS, kernels=kernels).train()
     x = torch.randn(1, spec.q_len, DIM)
-    with caplog.at_level(logging.INFO, logger="flexframe"):
-        decoder(x, spec).sum().backward()  # flex would raise NotImplementedError here
-        assert flex_calls == []
-        with torch.no_grad():
-            decoder(x, spec)
-        decoder(x, spec)  # logged once per (device, mode): no third line
-    assert len(flex_calls) == 2  # one per layer, in the no_grad pass only
+    decoder(x, spec).sum().backward()
+    with torch.no_grad():
+        decoder(x, spec)
+    assert kernels.calls == 0
     assert decoder.layers[0].self_attn.q_proj.weight.grad is not None
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2
-    assert "uses 'sdpa' on cpu: FlexAttention has no backward pass on the CPU" in messages[0]
-    assert "uses 'flex' on cpu: inference" in messages[1]
+    assert resolve_backend("auto", "cpu") == "sdpa" and resolve_backend("auto", "cuda:0") == "flex"
+    # Asked for by name, flex runs its CPU kernel in inference (one call a layer).
+    flex = FlexFrameDecoder(
+        dim=DIM, depth=2, num_heads=HEADS, attention_backend="flex", kernels=kernels
+    ).eval()
+    with torch.no_grad():
+        flex(x, spec)
+    assert kernels.calls == 2
+
+
+@pytest.mark.parametrize("trainable", ["input", "key_value_only"])
+def test_flex_on_the_cpu_refuses_to_train_with_a_clear_error(trainable):
+    # LoRA-style tuning (a frozen q_proj, trainable k_proj and v_proj) still trains: a backward
+    # pass would follow, and FlexAttention has none on the CPU.
+    spec = get_mask("causal-frame", **MASKS["causal-frame"])
+    attn = Attention(DecoderConfig(dim=DIM, depth=1, num_heads=4, attention_backend="flex"))
+    x = torch.randn(1, spec.q_len, DIM, requires_grad=trainable == "input")
+    if trainable == "key_value_only":
+        attn.q_proj.requires_grad_(False)
+    else:
+        attn.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="'flex' cannot train on the CPU.*'auto' or 'sdpa'"):
+        attn(x, x, spec)
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_grouped_query_attention_with_head_dims_64_and_128(head_dim):
     spec = get_mask("causal-frame", num_frames=3, num_patches_per_frame=2)
-    decoder = FlexFrameDecoder(48, depth=1, num_heads=4, num_kv_heads=1, head_dim=head_dim,
+    decoder = FlexFrameDecoder(dim=48, depth=1, num_heads=4, num_kv_heads=1, head_dim=head_dim,
                                attention_backend="sdpa")  # fmt: skip
     attn = decoder.layers[0].self_attn
     assert attn.k_proj.out_features == head_dim and attn.q_proj.out_features == 4 * head_dim
@@ -214,15 +234,15 @@ def test_cross_attention_without_memory_mask_is_refused_under_a_causal_mask():
 
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="attention_backend must be one of .* got 'flash'"):
-        FlexFrameDecoder(32, 1, 4, attention_backend="flash")
+        FlexFrameDecoder(dim=32, depth=1, num_heads=4, attention_backend="flash")
     with pytest.raises(
         ValueError, match="num_kv_heads must divide num_heads, got num_heads=4, num_kv_heads=3"
     ):
-        FlexFrameDecoder(32, 1, 4, num_kv_heads=3)
+        FlexFrameDecoder(dim=32, depth=1, num_heads=4, num_kv_heads=3)
     decoder = make_decoder("sdpa")
     with pytest.raises(ValueError, match=r"the mask is \[20, 20\].*12 queries"):
         decoder(torch.randn(1, 12, DIM), get_mask("causal-frame", **MASKS["causal-frame"]))
-    with pytest.raises(ValueError, match=r"x must be \[B, N, 32\], got shape \(12, 32\)"):
+    with pytest.raises(ValueError, match=r"x must be \[B, N, 32\], got \(12, 32\)"):
         decoder(torch.randn(12, DIM), "token-causal", mask_params={"seq_len": 12})
     with pytest.raises(ValueError, match="no cross-attention"):
         decoder(
@@ -237,7 +257,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     spec = get_mask("causal-frame", **MASKS["causal-frame"])
     plain = make_decoder("sdpa").train()
     torch.manual_seed(0)
-    ckpt = FlexFrameDecoder(DIM, depth=2, num_heads=HEADS, num_kv_heads=KV_HEADS,
+    ckpt = FlexFrameDecoder(dim=DIM, depth=2, num_heads=HEADS, num_kv_heads=KV_HEADS,
                             attention_backend="sdpa", activation_checkpointing=True).train()  # fmt: skip
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, spec.q_len, DIM)
@@ -294,22 +314,9 @@ def test_rotary_positions_survive_a_bf16_model():
     assert err < 0.05, err  # bf16 rounding of the output alone
 
 
-def test_auto_trains_when_only_the_key_and_value_projections_learn():
-    # LoRA-style tuning: x needs no grad and q_proj is frozen, yet k_proj and v_proj train, so a
-    # backward pass follows and auto must not pick flex on the CPU (it has no backward there).
-    from flexframe.nn.attention import Attention
-
-    spec = get_mask("causal-frame", **MASKS["causal-frame"])
-    attn = Attention(dim=DIM, num_heads=4, attention_backend="auto").train()
-    attn.q_proj.requires_grad_(False)
-    x = torch.randn(1, spec.q_len, DIM)
-    attn(x, x, spec).sum().backward()
-    assert attn.k_proj.weight.grad is not None and attn.v_proj.weight.grad is not None
-
-
 def test_zero_kv_heads_is_refused():
     with pytest.raises(ValueError, match="num_kv_heads.*0"):
-        FlexFrameDecoder(32, depth=1, num_heads=4, num_kv_heads=0)
+        FlexFrameDecoder(dim=32, depth=1, num_heads=4, num_kv_heads=0)
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
@@ -347,13 +354,34 @@ def test_frame_positions_follow_timestamps_through_a_combined_mask():
     assert not torch.allclose(by_spec, by_index)
 
 
-def test_a_bare_block_mask_without_positions_warns_once(caplog):
+def test_a_bare_block_mask_without_positions_warns_through_warnings():
     spec = get_mask("causal-frame", **MASKS["causal-frame"])
     decoder = make_decoder("sdpa")
     x = torch.randn(1, spec.q_len, DIM)
-    with caplog.at_level(logging.WARNING, logger="flexframe"):
+    with pytest.warns(UserWarning, match="bare BlockMask.*rotary frame\\+patch positions are"):
         decoder(x, spec.block_mask("cpu"))
-        decoder(x, spec.block_mask("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the spec, or the block mask with positions: no warning
         decoder(x, spec)
-    warnings = [r.getMessage() for r in caplog.records if "bare BlockMask" in r.getMessage()]
-    assert len(warnings) == 1 and "rotary frame+patch positions are skipped" in warnings[0]
+        decoder(x, spec.block_mask("cpu"), positions=FramePositions.from_mask(spec))
+
+
+@pytest.mark.parametrize("mask", ["causal-frame", "full"])
+def test_a_cross_attention_decoder_called_without_memory_is_refused(mask):
+    decoder = make_decoder("sdpa", cross=True)
+    x = torch.randn(1, 20, DIM)
+    spec = get_mask(mask, **(MASKS[mask] if mask != "full" else {"seq_len": 20}))
+    with pytest.raises(ValueError, match="built with cross_attention=True, so every call needs"):
+        decoder(x, spec)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_inputs_of_another_dtype_than_the_weights_get_what_to_do(dtype):
+    decoder = make_decoder("sdpa")
+    x = torch.randn(1, 20, DIM, dtype=dtype)
+    spec = get_mask("causal-frame", **MASKS["causal-frame"])
+    with pytest.raises(TypeError, match=f"x is {dtype} but the decoder's weights are torch.float32"
+                       ".*decoder.to.*autocast"):  # fmt: skip
+        decoder(x, spec)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is the documented way out
+        assert decoder(x.float(), spec).shape == x.shape

@@ -1,4 +1,4 @@
-"""The registered masks against brute-force definitions, and both BlockMask builders."""
+"""The registered masks against brute-force definitions, and the closed-form BlockMask builder."""
 
 from __future__ import annotations
 
@@ -64,6 +64,32 @@ def test_closed_form_blocks_equal_create_block_mask_and_the_dense_mask(config, b
             {"timestamps": [0, 8, 4, 8], "num_patches_per_frame": 64, "within_frame": "causal"},
         ),
         ("packed-causal-frame", {"frames_per_video": [2, 3, 1], "num_patches_per_frame": 90}),
+        (
+            "sliding-window",
+            {"num_frames": 9, "num_patches_per_frame": 50, "window_size": 2, "sink_frames": 2},
+        ),
+        ("chunk-causal", {"num_frames": 7, "num_patches_per_frame": 60, "frames_per_chunk": 3}),
+        (
+            "chunk-causal",
+            {
+                "num_frames": 9,
+                "num_patches_per_frame": 70,
+                "frames_per_chunk": 2,
+                "window_size": 1,
+                "sink_chunks": 1,
+            },
+        ),  # fmt: skip
+        ("teacher-forcing", {"num_frames": 5, "num_patches_per_frame": 70, "frames_per_chunk": 2}),
+        (
+            "teacher-forcing",
+            {
+                "num_frames": 7,
+                "num_patches_per_frame": 45,
+                "frames_per_chunk": 3,
+                "window_size": 1,
+                "sink_chunks": 1,
+            },
+        ),  # fmt: skip
         ("token-causal", {"seq_len": 333}),
         ("full", {"seq_len": 200}),
     ],
@@ -100,8 +126,8 @@ def test_every_query_sees_at_least_one_key(config):
 @given(mask_configs())
 def test_no_query_sees_a_later_frame(config):
     name, params = config
-    if name in ("full", "fast-slow"):
-        return  # not causal by design (fast-slow's leak is tested below)
+    if name in ("full", "fast-slow", "teacher-forcing"):
+        return  # not causal by design (fast-slow's leak below, teacher forcing's own file)
     spec = get_mask(name, **params)
     dense = spec.to_dense()
     n = dense.shape[0]
@@ -110,6 +136,8 @@ def test_no_query_sees_a_later_frame(config):
     elif name == "timestamp-causal":
         ts = torch.tensor(params["timestamps"])
         time_of = ts.repeat_interleave(params["num_patches_per_frame"])
+    elif name == "chunk-causal":  # a chunk is one time step: its frames see each other
+        time_of = torch.arange(n) // params["num_patches_per_frame"] // params["frames_per_chunk"]
     else:
         time_of = torch.arange(n) // params["num_patches_per_frame"]
     later = time_of[None, :] > time_of[:, None]  # key later than query
@@ -143,23 +171,20 @@ def test_fast_slow_lets_fast_frames_see_later_slow_frames_and_says_so():
 
 
 @pytest.mark.parametrize(
-    "method, kwargs, name, params",
+    "method, args, name, params",
     [
-        ("create_causal_frame_mask", (4, 3), "causal-frame", {"num_frames": 4}),
-        ("create_sliding_window_frame_mask", (5, 2, 1), "sliding-window", {"num_frames": 5}),
-        ("create_fast_slow_frame_mask", (2, 3, 2), "fast-slow", {}),
+        ("create_causal_frame_mask", (4, 3), "causal-frame",
+         {"num_frames": 4, "num_patches_per_frame": 3}),
+        ("create_sliding_window_frame_mask", (5, 2, 1), "sliding-window",
+         {"num_frames": 5, "num_patches_per_frame": 2, "window_size": 1}),
+        ("create_fast_slow_frame_mask", (2, 3, 2), "fast-slow",
+         {"num_fast_frames": 2, "num_slow_frames": 3, "num_patches_per_frame": 2}),
     ],
-)
-def test_seed_generator_methods_return_the_registry_masks(method, kwargs, name, params):
-    mask = getattr(FrameLevelMaskGenerator(), method)(*kwargs)
-    if name == "causal-frame":
-        params = {"num_frames": 4, "num_patches_per_frame": 3}
-    elif name == "sliding-window":
-        params = {"num_frames": 5, "num_patches_per_frame": 2, "window_size": 1}
-    else:
-        params = {"num_fast_frames": 2, "num_slow_frames": 3, "num_patches_per_frame": 2}
+)  # fmt: skip
+def test_seed_generator_methods_give_the_written_definitions(method, args, name, params):
+    mask = getattr(FrameLevelMaskGenerator(), method)(*args)
+    assert mask.dtype == torch.bool
     assert torch.equal(mask, reference_dense(name, params))
-    assert torch.equal(~mask, ~reference_dense(name, params))  # nn.Transformer's convention
 
 
 def test_frame_position_ids_repeat_each_frame_index():
@@ -172,8 +197,10 @@ def test_list_masks_is_sorted_and_holds_the_built_ins():
     assert names == sorted(names)
     expected = {
         "causal-frame",
+        "chunk-causal",
         "sliding-window",
         "fast-slow",
+        "teacher-forcing",
         "timestamp-causal",
         "token-causal",
         "full",
@@ -219,11 +246,9 @@ BLOCK_MASK_TENSORS = (
 
 @given(mask_configs(max_frames=8, max_patches=9), block_sizes)
 @settings(max_examples=60)
-def test_both_closed_form_methods_give_torchs_tensors(config, block_size):
-    # "intervals" (runs of blocks; what auto takes unless the bounds fall often) and "grids",
-    # each against create_block_mask on the dense definition, q side included.
-    from flexframe.masks.closed_form import build_block_mask
-
+def test_the_closed_form_gives_torchs_tensors_for_the_written_definition(config, block_size):
+    # Against create_block_mask on the brute-force dense mask (not the library's mask_mod),
+    # both sides and the order of indices included.
     name, params = config
     spec = get_mask(name, **params)
     bs = block_size if isinstance(block_size, tuple) else (block_size, block_size)
@@ -232,10 +257,9 @@ def test_both_closed_form_methods_give_torchs_tensors(config, block_size):
         lambda b, h, q, kv: dense[q, kv], 1, 1, spec.q_len, spec.kv_len, device="cpu",
         BLOCK_SIZE=bs,
     )  # fmt: skip
-    for method in ["grids", "intervals"]:
-        got = build_block_mask(spec.relation, spec.mask_mod, bs, "cpu", method=method)
-        for attr in BLOCK_MASK_TENSORS:
-            assert torch.equal(getattr(got, attr), getattr(want, attr)), (method, attr)
+    got = spec.block_mask("cpu", bs, builder="closed-form")
+    for attr in BLOCK_MASK_TENSORS:
+        assert torch.equal(getattr(got, attr), getattr(want, attr)), attr
 
 
 @given(
@@ -245,73 +269,14 @@ def test_both_closed_form_methods_give_torchs_tensors(config, block_size):
     block_sizes,
 )
 @settings(max_examples=40)
-def test_interval_method_on_timestamps_that_go_back_many_times(timestamps, p, within, block_size):
-    # Many runs of rising bounds on both sides (up to one a block), against torch.
-    from flexframe.masks.closed_form import build_block_mask
-
+def test_timestamps_that_go_back_many_times_give_torchs_tensors(timestamps, p, within, block_size):
+    # Block bounds that fall and rise again up to once a block, on both sides, against torch.
     params = {"timestamps": timestamps, "num_patches_per_frame": p, "within_frame": within}
     spec = get_mask("timestamp-causal", **params)
     bs = block_size if isinstance(block_size, tuple) else (block_size, block_size)
     want = create_block_mask(
         spec.mask_mod, 1, 1, spec.q_len, spec.kv_len, device="cpu", BLOCK_SIZE=bs
     )
-    got = build_block_mask(spec.relation, spec.mask_mod, bs, "cpu", method="intervals")
+    got = spec.block_mask("cpu", bs, builder="closed-form")
     for attr in BLOCK_MASK_TENSORS:
         assert torch.equal(getattr(got, attr), getattr(want, attr)), attr
-
-
-@pytest.mark.parametrize(
-    "name, params, runs",
-    [
-        ("causal-frame", {"num_frames": 3, "num_patches_per_frame": 2}, (1, 1)),
-        ("sliding-window", {"num_frames": 3, "num_patches_per_frame": 2, "window_size": 1}, (1, 1)),
-        (
-            "fast-slow",
-            {"num_fast_frames": 2, "num_slow_frames": 2, "num_patches_per_frame": 2},
-            (1, 1),
-        ),
-        ("packed-causal-frame", {"frames_per_video": [2, 1], "num_patches_per_frame": 2}, (1, 1)),
-        ("token-causal", {"seq_len": 5}, (1, 1)),
-        ("full", {"seq_len": 5}, (1, 1)),
-        ("timestamp-causal", {"timestamps": [0, 1, 1, 3], "num_patches_per_frame": 2}, (1, 1)),
-        # [slow | fast]: the timestamps go back once, at the boundary.
-        (
-            "timestamp-causal",
-            {"timestamps": [0, 4, 8, 6, 7, 8], "num_patches_per_frame": 2},
-            (2, 2),
-        ),
-    ],
-)
-def test_runs_of_rising_block_bounds(name, params, runs):
-    relation = get_mask(name, **params).relation
-    assert relation.block_runs(2, 2) == runs
-    assert relation.monotone is (runs == (1, 1))
-
-
-def test_auto_writes_indices_from_runs_unless_there_are_too_many(monkeypatch):
-    from flexframe.masks import closed_form
-
-    calls = []
-    real = closed_form._runs_to_ordered
-    monkeypatch.setattr(closed_form, "_runs_to_ordered", lambda *a: calls.append(1) or real(*a))
-    few = get_mask("timestamp-causal", timestamps=[0, 4, 8, 6, 7, 8], num_patches_per_frame=2)
-    many = get_mask("timestamp-causal", timestamps=[9, 0] * 10, num_patches_per_frame=2)
-    assert max(many.relation.block_runs(2, 2)) > closed_form.MAX_RUNS
-    for spec, used_runs in ((few, True), (many, False)):
-        calls.clear()
-        got = closed_form.build_block_mask(spec.relation, spec.mask_mod, (2, 2), "cpu")
-        assert bool(calls) is used_runs
-        want = create_block_mask(spec.mask_mod, 1, 1, spec.q_len, spec.kv_len, device="cpu",
-                                 BLOCK_SIZE=2)  # fmt: skip
-        for attr in BLOCK_MASK_TENSORS:
-            assert torch.equal(getattr(got, attr), getattr(want, attr)), attr
-
-
-def test_an_unknown_build_method_is_refused():
-    from flexframe.masks.closed_form import build_block_mask
-
-    relation = get_mask("causal-frame", num_frames=2, num_patches_per_frame=2).relation
-    with pytest.raises(
-        ValueError, match="method must be 'auto', 'intervals' or 'grids', got 'fast'"
-    ):
-        build_block_mask(relation, None, (2, 2), "cpu", method="fast")

@@ -46,7 +46,7 @@ def test_missing_parameter_is_named():
         ("packed-causal-frame", {"frames_per_video": [], "num_patches_per_frame": 2}, "frames_per_video must not be empty"),
         ("timestamp-causal", {"timestamps": [], "num_patches_per_frame": 2}, "timestamps must not be empty"),
         ("timestamp-causal", {"timestamps": [0, 1, 2], "num_patches_per_frame": 2, "num_frames": 4}, r"num_frames=4 but len\(timestamps\)=3"),
-        ("timestamp-causal", {"timestamps": [0, 1], "num_patches_per_frame": 2, "within_frame": "casual"}, "within_frame must be 'full' or 'causal', got 'casual'. Did you mean 'causal'"),
+        ("timestamp-causal", {"timestamps": [0, 1], "num_patches_per_frame": 2, "within_frame": "casual"}, "within_frame must be one of 'full', 'causal', got 'casual'. Did you mean 'causal'"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_with_the_parameter_and_value(name, params, match):
@@ -129,15 +129,13 @@ def _shifted_factory(shift: int):
 def test_a_re_registered_mask_is_never_served_from_an_old_cache():
     # Same name, same parameters, same factory code, another closure: every cache must follow
     # the new registration, alone or combined with another mask, BlockMask and sdpa dense mask.
-    from flexframe.nn.attention import _DENSE_CACHE
-
     n = 6
     register_mask("test-shifted")(_shifted_factory(0))
     try:
         full = get_mask("full", seq_len=n)
         before = get_mask("test-shifted", seq_len=n)
         old = (before.block_mask("cpu", 2), (before & full).block_mask("cpu", 2),
-               _DENSE_CACHE.get(before, torch.device("cpu")))  # fmt: skip
+               before.dense("cpu"))  # fmt: skip
         assert bool(old[2][3, 3])  # the diagonal is visible with shift 0
         register_mask("test-shifted", overwrite=True)(_shifted_factory(1))
         after = get_mask("test-shifted", seq_len=n)
@@ -148,7 +146,7 @@ def test_a_re_registered_mask_is_never_served_from_an_old_cache():
             # What a kernel computes from the cached BlockMask: its blocks and its mask_mod.
             inside = create_mask(got.mask_mod, 1, 1, n, n, "cpu")[0, 0].bool()
             assert torch.equal(expand_block_mask(got, inside), want)
-        assert torch.equal(_DENSE_CACHE.get(after, torch.device("cpu")), want)
+        assert torch.equal(after.dense("cpu"), want)
     finally:
         REGISTRY.unregister("test-shifted")
 

@@ -18,11 +18,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import flexframe.sampling as sampling_module
+from flexframe import VideoFrameSampler
 from flexframe.sampling import (
     FAST_SLOW_PRESETS,
     MERGE_STRATEGIES,
     FastSlowPreset,
-    VideoFrameSampler,
     fast_slow_indices,
     get_fast_slow_preset,
     merge_fast_slow_frames,
@@ -447,29 +447,6 @@ def test_merge_timestamps_accept_float_seconds():
         torch.tensor([1.5, 2.0]), torch.tensor([0.0, 1.0, 1.25]), "interleave"
     )
     assert stamps.tolist() == [0.0, 1.5, 1.0, 2.0, 1.25]
-
-
-# --------------------------------------------------------------------------------------------
-# VideoFrameSampler front
-# --------------------------------------------------------------------------------------------
-
-
-def test_sampler_methods_give_the_module_functions_results():
-    video = frame_numbered_clip(2, 45)
-    sampler = VideoFrameSampler()
-    got = sampler.sample_fast_slow_frames(video, 2, 3, 6, 5, return_indices=True)
-    want = sample_fast_slow_frames(video, 2, 3, 6, 5, return_indices=True)
-    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
-    fast, slow, fast_idx, slow_idx = got
-    for strategy in MERGE_STRATEGIES:
-        assert torch.equal(
-            sampler.merge_fast_slow_frames(fast, slow, strategy),
-            merge_fast_slow_frames(fast, slow, strategy),
-        )
-        assert torch.equal(
-            sampler.merge_fast_slow_timestamps(fast_idx, slow_idx, strategy),
-            merge_fast_slow_indices(fast_idx, slow_idx, strategy),
-        )
 
 
 # --------------------------------------------------------------------------------------------

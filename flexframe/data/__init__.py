@@ -1,7 +1,7 @@
 """Training data: moving handwritten digits (built in, no download) and real video files.
 
-:class:`MovingDigits` builds Moving MNIST-style clips from scikit-learn's bundled digit images
-(needs scikit-learn); :class:`VideoClips` and :func:`read_video_frames` decode video files with
+:class:`MovingDigits` builds Moving MNIST-style clips from digit images bundled with flexframe;
+:class:`VideoClips` and :func:`read_video_frames` decode video files with
 PyAV (``pip install "flexframe[video]"``). Both give ``[T, C, H, W]`` float32 clips in [0, 1].
 
 Example:

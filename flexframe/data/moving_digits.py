@@ -1,8 +1,10 @@
-"""Moving handwritten digits: Moving MNIST-style clips built from scikit-learn's bundled digits.
+"""Moving handwritten digits: Moving MNIST-style clips built from bundled digit images.
 
-Each clip shows ``num_digits`` real handwritten digits, taken from scikit-learn's
-``load_digits`` (1797 images of 8x8 pixels, values 0..16, shipped inside the package: nothing is
-downloaded), upsampled to ``digit_size`` pixels, each moving at a constant velocity and bouncing
+Each clip shows ``num_digits`` real handwritten digits from the UCI "Optical Recognition of
+Handwritten Digits" set (Alpaydin and Kaynak, 1998; CC BY 4.0), the 1797 images of 8x8 pixels,
+values 0..16, that scikit-learn ships as ``load_digits``; flexframe ships the same images in
+``flexframe/data/digits.npz`` (45 KB), so nothing is downloaded and nothing else is needed. They
+are upsampled to ``digit_size`` pixels, each moving at a constant velocity and bouncing
 off the walls, after Moving MNIST (Srivastava et al., 2015). Overlapping digits are composited
 with a pixel-wise maximum.
 
@@ -21,7 +23,7 @@ dataset arguments: not on access order, ``num_workers`` or the global RNG. (A
 ``torch.Generator`` would not do: its CPU seed keeps only 32 bits, so packing seed and index
 into one seed makes different seeds collide.)
 
-Splits use disjoint images: ``"train"`` draws from the first 80% of ``load_digits`` (indices
+Splits use disjoint images: ``"train"`` draws from the first 80% of the images (indices
 0..1436), ``"test"`` from the last 20% (1437..1796).
 
 Example:
@@ -40,6 +42,9 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -53,28 +58,22 @@ __all__ = ["DigitMotion", "MovingDigits", "SPLITS", "make_moving_digits"]
 SPLITS: tuple[str, ...] = ("train", "test")
 """Valid ``split`` values."""
 
-_NUM_SKLEARN_DIGITS = 1797
-_NUM_TRAIN_IMAGES = int(0.8 * _NUM_SKLEARN_DIGITS)  # 1437
+_NUM_DIGIT_IMAGES = 1797
+_NUM_TRAIN_IMAGES = int(0.8 * _NUM_DIGIT_IMAGES)  # 1437
 
 
 @functools.lru_cache(maxsize=1)
-def _sklearn_digit_images() -> Tensor:
-    """``[1797, 8, 8]`` float32 in [0, 1]: scikit-learn's digits divided by 16."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
-        raise ImportError(
-            "MovingDigits needs scikit-learn for its digit images: "
-            'pip install "flexframe[data]" (or pip install scikit-learn)'
-        ) from exc
-    images = load_digits().images  # float64, values 0..16
-    return torch.from_numpy(images).float().div_(16.0)
+def _bundled_digit_images() -> Tensor:
+    """``[1797, 8, 8]`` float32 in [0, 1]: the bundled digits divided by 16."""
+    with np.load(Path(__file__).with_name("digits.npz")) as archive:
+        images = archive["images"]  # uint8, values 0..16
+    return torch.from_numpy(images.astype(np.float32)).div_(16.0)
 
 
 @functools.lru_cache(maxsize=8)
 def _digit_images(digit_size: int) -> Tensor:
     """``[1797, digit_size, digit_size]`` float32 in [0, 1], bilinearly resized from 8x8."""
-    images = _sklearn_digit_images()
+    images = _bundled_digit_images()
     if digit_size == images.shape[-1]:
         return images
     resized = F.interpolate(
@@ -87,7 +86,7 @@ def _digit_images(digit_size: int) -> Tensor:
 def _split_indices(split: str) -> Tensor:
     if split == "train":
         return torch.arange(0, _NUM_TRAIN_IMAGES)
-    return torch.arange(_NUM_TRAIN_IMAGES, _NUM_SKLEARN_DIGITS)
+    return torch.arange(_NUM_TRAIN_IMAGES, _NUM_DIGIT_IMAGES)
 
 
 def _check_speed(speed: object) -> tuple[float, float]:
@@ -111,7 +110,7 @@ class DigitMotion:
     """The random draws behind one clip and the digit positions they give.
 
     Attributes:
-        image_indices: ``[num_digits]`` int64, indices into scikit-learn's ``load_digits``.
+        image_indices: ``[num_digits]`` int64, indices into the bundled digit images.
         start: ``[num_digits, 2]`` float64, top-left corner ``(x, y)`` at frame 0, in pixels.
         velocity: ``[num_digits, 2]`` float64, ``(dx, dy)`` in pixels per frame (before bounces).
         positions: ``[num_frames, num_digits, 2]`` int64, the drawn top-left corner ``(x, y)``
@@ -204,7 +203,6 @@ class MovingDigits(Dataset):
             >>> m.image_indices.shape, m.start.shape, m.velocity.shape, m.positions.shape
             (torch.Size([1]), torch.Size([1, 2]), torch.Size([1, 2]), torch.Size([10, 1, 2]))
         """
-        import numpy as np  # scikit-learn needs NumPy anyway; imported here like it
 
         index = self._check_index(index)
         rng = np.random.default_rng([self.seed, index])

@@ -1,50 +1,56 @@
 """Closed-form BlockMask construction for frame-structured masks.
 
-Every built-in mask in flexframe can be written as an *interval relation*::
+Every built-in mask in flexframe is an *interval relation*::
 
-    visible(q, kv)  <=>  q_lo(q) <= kv_key(kv) <= q_hi(q)
+    visible(q, kv)  <=>  lo_i(q) <= kv_key(kv) <= hi_i(q)   for some interval i
 
-where each of ``kv_key``, ``q_lo`` and ``q_hi`` is a :class:`PiecewiseKey`: constant or slope-1
-on each of a few contiguous segments of the sequence (frames, videos, or the whole sequence).
-For causal-frame, ``kv_key(kv) = frame(kv)`` and ``q_hi(q) = frame(q)``, with no lower bound.
+where ``kv_key`` and every bound are :class:`PiecewiseKey` s: constant or slope-1 on each of a
+few contiguous segments of the sequence (frames, chunks, videos, or the whole sequence). For
+causal-frame there is one interval, ``kv_key(kv) = frame(kv)`` and ``hi(q) = frame(q)`` with no
+lower bound; a sliding window with sink frames is the union of two, the window and the sinks.
 
-A block of ``BLOCK_Q x BLOCK_KV`` positions is then classified from four reductions per block row
-or column, never from the N x N mask:
+A block of ``BLOCK_Q x BLOCK_KV`` positions is classified from the keys' minima and maxima over
+its rows and columns, never from the N x N mask:
 
-- *full* (no ``mask_mod`` needed inside): ``max q_lo <= min kv_key`` and ``max kv_key <= min q_hi``
-  over the block, and the block holds no padding (torch pads with "masked", so a padded block is
-  never full);
-- *partial* (``mask_mod`` evaluated inside): some pair is visible, but not all;
-- *skipped*: nothing is visible.
+- *full* (no ``mask_mod`` needed inside): every pair visible, and the block holds no padding
+  (torch pads with "masked", so a padded block is never full);
+- *partial* (``mask_mod`` evaluated inside): some pair visible, but not all;
+- *skipped*: nothing visible.
 
-"Some pair is visible" is exact from block minima and maxima when there is no lower bound (one
-threshold). With a lower bound it is exact under two invariants that each two-sided mask states
-where it builds its relation: ``kv_key`` takes every integer between its minimum and maximum on any
-contiguous run of keys (it is a frame or token index), and the rows' intervals ``[q_lo, q_hi]``
-of consecutive queries overlap or touch, so their union over a block row is one interval.
+The classification is exact (it equals torch's ``create_block_mask`` block for block) under one
+invariant on the keys: ``kv_key`` takes every integer between its minimum and maximum on any
+contiguous run of positions (it is a frame, chunk or token index, rising by at most 1). Then a
+block column's keys are the whole integer range ``[key_min, key_max]``, and
 
-Work and memory are O(number of segments + number of blocks): the per-block reductions run over
-the pieces that block boundaries cut the segments into.
+- with one interval, per block row: some pair is visible iff the union of the rows' intervals
+  meets that range, and all are iff every row's interval holds it. The union of the rows'
+  intervals over a block row is one interval when consecutive rows' intervals overlap or touch,
+  which each two-sided mask states where it builds its relation; a one-sided relation (no lower
+  bound) needs nothing;
+- with several intervals (a union), per *piece*, a maximal run of rows inside one block on which
+  every bound is constant (bounds of slope 0): some pair is visible iff one interval meets the
+  range, all are iff one connected part of the intervals' union holds it; a block row is full iff
+  all its pieces are, and has a visible pair iff one of them does. No invariant on the rows.
 
-The index tensors are written in one of two ways (the same tensors either way):
-
-- *runs* (the default): split the blocks into runs over which the block bounds never fall (one
-  run for every built-in mask but timestamp-causal over timestamps that go back, as in
-  ``[slow | fast]``). Inside a run each condition above holds on a prefix or a suffix, so a block
-  row is a few runs of partial and full blocks whose ends come from ``searchsorted`` over one
-  entry per block, on the host. Slot ``c`` of a row then holds ``c + offset`` with the offset
-  constant on each run: one host-to-device copy and four launches on a GPU.
-- *grids*: form the ``[Q_BLOCKS, KV_BLOCKS]`` partial and full grids on the device and order each
-  row with prefix sums and a scatter.
+Work and memory are O(segments + blocks): O(Q_BLOCKS * KV_BLOCKS) for one interval,
+O((segments + Q_BLOCKS) * KV_BLOCKS) for a union. The bounds per block and per piece are worked
+out on the host (one entry each) and sent to the device in one copy; the grids are formed there
+and their indices ordered with two prefix sums and a scatter (:func:`build_block_mask`). An
+earlier second index writer, which wrote the indices from runs of blocks on the host, gave the
+same tensors and was faster only on the CPU, at lengths a CPU does not run attention at; on an
+H200 the grids were 1.1-4.5x faster (``benchmarks/RESULTS.md``), so they are the one writer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch.nn.attention.flex_attention import BlockMask, _mask_mod_signature, noop_mask
+
+_BIG = 2**62  # beyond any key: keys are frame ranks or positions, at most N**2 < 2**62
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class PiecewiseKey:
     offsets: torch.Tensor
     slope: int
     length: int
+    _bounds: dict[int, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @staticmethod
     def per_frame(frame_values: torch.Tensor, num_patches_per_frame: int) -> PiecewiseKey:
@@ -91,39 +100,32 @@ class PiecewiseKey:
         zero = torch.zeros(1, dtype=torch.int64)
         return PiecewiseKey(zero, zero + value, 0, length)
 
-    @property
-    def monotone(self) -> bool:
-        """True when the key never decreases along the positions (then a block's extremes are
-        its first and last position)."""
-        cached = self.__dict__.get("_monotone")
-        if cached is None:
-            starts, offsets = self.host
-            ends = np.append(starts[1:], self.length) - 1
-            last_of_segment = offsets + self.slope * ends
-            first_of_next = offsets[1:] + self.slope * starts[1:]
-            cached = bool((last_of_segment[:-1] <= first_of_next).all())
-            object.__setattr__(self, "_monotone", cached)
-        return cached
-
-    @property
+    @cached_property
     def host(self) -> tuple[np.ndarray, np.ndarray]:
         """``(starts, offsets)`` as int64 NumPy arrays: the builder's index arithmetic runs on the
         host over one entry per segment or block, where NumPy's per-call cost is smallest."""
-        cached = self.__dict__.get("_host")
-        if cached is None:
-            cached = (
-                self.starts.cpu().numpy().astype(np.int64),
-                self.offsets.cpu().numpy().astype(np.int64),
-            )
-            object.__setattr__(self, "_host", cached)
-        return cached
+        return (
+            self.starts.cpu().numpy().astype(np.int64),
+            self.offsets.cpu().numpy().astype(np.int64),
+        )
+
+    @cached_property
+    def monotone(self) -> bool:
+        """True when the key never decreases along the positions (then a block's extremes are
+        its first and last position)."""
+        starts, offsets = self.host
+        ends = np.append(starts[1:], self.length) - 1
+        last_of_segment = offsets + self.slope * ends
+        first_of_next = offsets[1:] + self.slope * starts[1:]
+        return bool((last_of_segment[:-1] <= first_of_next).all())
 
     def evaluate(self, positions: torch.Tensor) -> torch.Tensor:
         """The key at each of ``positions`` (any shape, values in ``[0, length)``)."""
-        values = self._evaluate_host(positions.cpu().numpy().astype(np.int64))
+        values = self.evaluate_host(positions.cpu().numpy().astype(np.int64))
         return torch.from_numpy(values).to(positions.device)
 
-    def _evaluate_host(self, positions: np.ndarray) -> np.ndarray:
+    def evaluate_host(self, positions: np.ndarray) -> np.ndarray:
+        """:meth:`evaluate` on int64 NumPy positions."""
         starts, offsets = self.host
         segment = np.searchsorted(starts, positions, side="right") - 1
         return offsets[segment] + self.slope * positions
@@ -141,49 +143,84 @@ class PiecewiseKey:
             >>> [t.tolist() for t in key.block_min_max(4)]  # blocks: frames 0-1, frame 2
             [[0, 1], [2, 1]]
         """
-        key_min, key_max = self._block_min_max_host(block_size)
+        key_min, key_max = self.block_min_max_host(block_size)
         return torch.tensor(key_min, device=device), torch.tensor(key_max, device=device)
 
-    def _block_min_max_host(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
-        # Kept per block size: a relation often uses one key on both sides, and the key is
-        # immutable. Callers must not write into the arrays.
-        cache = self.__dict__.setdefault("_block_bounds", {})
-        if block_size not in cache:
+    def block_min_max_host(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`block_min_max` as read-only NumPy arrays, kept per block size (a relation
+        often uses one key on both sides, and the key is immutable)."""
+        if block_size not in self._bounds:
             bounds = self._compute_block_min_max(block_size)
             for array in bounds:
                 array.flags.writeable = False
-            cache[block_size] = bounds
-        return cache[block_size]
+            self._bounds[block_size] = bounds
+        return self._bounds[block_size]
 
     def _compute_block_min_max(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         num_blocks = -(-self.length // block_size)
         block_starts = np.arange(num_blocks, dtype=np.int64) * block_size
         if self.monotone:
             block_lasts = np.minimum(block_starts + block_size, self.length) - 1
-            return self._evaluate_host(block_starts), self._evaluate_host(block_lasts)
-        # The pieces: maximal runs of positions in one segment and one block. On a piece the key
-        # is monotone (slope >= 0), so its extremes sit at the piece's two ends; a block's pieces
-        # are consecutive, from the piece that starts at the block's start.
-        starts, _ = self.host
-        cuts = np.sort(np.concatenate([starts, block_starts]))
-        piece_first = cuts[np.concatenate([[True], cuts[1:] != cuts[:-1]])]  # sorted, unique
+            return self.evaluate_host(block_starts), self.evaluate_host(block_lasts)
+        # On a piece (a run of positions in one segment and one block) the key is monotone
+        # (slope >= 0), so its extremes sit at the piece's two ends.
+        piece_first, first_piece = _pieces(self.host[0], self.length, block_size)
         piece_last = np.append(piece_first[1:], self.length) - 1
-        first_piece = np.searchsorted(piece_first, block_starts)
-        key_min = np.minimum.reduceat(self._evaluate_host(piece_first), first_piece)
-        key_max = np.maximum.reduceat(self._evaluate_host(piece_last), first_piece)
+        key_min = np.minimum.reduceat(self.evaluate_host(piece_first), first_piece)
+        key_max = np.maximum.reduceat(self.evaluate_host(piece_last), first_piece)
         return key_min, key_max
+
+
+def _pieces(starts: np.ndarray, length: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first position of every piece (a maximal run of positions inside one segment and one
+    block, sorted) and the index of each block's first piece."""
+    num_blocks = -(-length // block_size)
+    block_starts = np.arange(num_blocks, dtype=np.int64) * block_size
+    cuts = np.sort(np.concatenate([starts[starts < length], block_starts]))
+    piece_first = cuts[np.concatenate([[True], cuts[1:] != cuts[:-1]])]
+    return piece_first, np.searchsorted(piece_first, block_starts)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """``lo(q) <= kv_key(kv) <= hi(q)``; ``lo=None`` means no lower bound. A row whose ``lo`` is
+    above its ``hi`` (or whose ``hi`` is below every key) sees nothing through this interval."""
+
+    hi: PiecewiseKey
+    lo: PiecewiseKey | None = None
 
 
 @dataclass(frozen=True)
 class IntervalRelation:
-    """``visible(q, kv) <=> q_lo(q) <= kv_key(kv) <= q_hi(q)``; ``q_lo=None`` means no lower bound.
+    """``visible(q, kv)`` iff ``kv_key(kv)`` lies in one of the query's intervals.
 
-    See the module docstring for the invariants a two-sided relation must keep.
+    ``IntervalRelation(kv_key, q_hi, q_lo)`` is one interval; ``union`` adds more (each a
+    :class:`Interval`, whose bounds must have slope 0). See the module docstring for the
+    invariants.
+
+    Example:
+        >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
+        >>> partial, full = IntervalRelation(kv_key=key, q_hi=key).block_grids(2, 2)
+        >>> partial.int().tolist(), full.int().tolist()  # frames [0, 0, 0, 1, 1, 1]
+        ([[0, 1, 0], [0, 1, 1], [0, 0, 0]], [[1, 0, 0], [1, 0, 0], [1, 1, 1]])
     """
 
     kv_key: PiecewiseKey
     q_hi: PiecewiseKey
     q_lo: PiecewiseKey | None = None
+    union: tuple[Interval, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.union:
+            for interval in self.intervals:
+                for bound in (interval.hi, interval.lo):
+                    if bound is not None and bound.slope != 0:
+                        raise ValueError("the bounds of a union of intervals must have slope 0")
+
+    @property
+    def intervals(self) -> tuple[Interval, ...]:
+        """Every interval of the relation, the first one first."""
+        return (Interval(self.q_hi, self.q_lo), *self.union)
 
     @property
     def q_len(self) -> int:
@@ -193,255 +230,113 @@ class IntervalRelation:
     def kv_len(self) -> int:
         return self.kv_key.length
 
-    @property
-    def monotone(self) -> bool:
-        """True when every key never decreases along its positions (then every block row and
-        column is a single run, see :meth:`block_intervals`)."""
-        keys = (self.kv_key, self.q_hi) + (() if self.q_lo is None else (self.q_lo,))
-        return all(key.monotone for key in keys)
-
     def block_grids(
         self, q_block_size: int, kv_block_size: int, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Which blocks are partial and which are full.
 
-        The per-block key bounds are computed on the host (one entry per block) and sent to
-        ``device`` in one copy; the grids themselves are formed there.
-
         Returns:
             ``(partial, full)``, each a ``[ceil(Q_LEN / BLOCK_Q), ceil(KV_LEN / BLOCK_KV)]`` bool
             tensor on ``device``; a block is in at most one of them.
-
-        Example:
-            >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
-            >>> partial, full = IntervalRelation(kv_key=key, q_hi=key).block_grids(2, 2)
-            >>> partial.int().tolist(), full.int().tolist()  # frames [0, 0, 0, 1, 1, 1]
-            ([[0, 1, 0], [0, 1, 1], [0, 0, 0]], [[1, 0, 0], [1, 0, 0], [1, 1, 1]])
         """
-        q, kv = self._host_bounds(q_block_size, kv_block_size)
-        key_min, key_max = kv["key_min"], kv["key_max"]
-        # Padded blocks are never full: shift their bounds so far that no comparison passes
-        # (keys stay far below 2**62: they are frame ranks or positions, at most N**2).
-        big = 2**62
-        hi_min_full = q["hi_min"].copy()
-        if self.q_len % q_block_size:
-            hi_min_full[-1] -= big
-        key_max_full = key_max.copy()
+        key_min, key_max = self.kv_key.block_min_max_host(kv_block_size)
+        key_max_full = key_max.copy()  # a padded kv block is never full
         if self.kv_len % kv_block_size:
-            key_max_full[-1] += big
-        q_rows = [q["hi_max"], hi_min_full]
+            key_max_full[-1] += _BIG
+        if self.union:
+            return self._union_grids(q_block_size, (key_min, key_max, key_max_full), device)
+        hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
+        hi_min_full = hi_min.copy()  # a padded q block is never full
+        if self.q_len % q_block_size:
+            hi_min_full[-1] -= _BIG
+        q_rows = [hi_max, hi_min_full]
         if self.q_lo is not None:
-            q_rows += [q["lo_min"], q["lo_max"]]
+            q_rows += list(self.q_lo.block_min_max_host(q_block_size))
         q_side, kv_side = _to_device(
             np.stack(q_rows), np.stack([key_min, key_max, key_max_full]), device=device
         )
-        hi_max, hi_min_full = q_side[0], q_side[1]
-        key_min, key_max, key_max_full = kv_side
-        any_visible = hi_max[:, None] >= key_min[None, :]
-        all_visible = hi_min_full[:, None] >= key_max_full[None, :]
+        kmin, kmax, kmax_full = (k[None, :] for k in kv_side)
+        any_visible = q_side[0][:, None] >= kmin
+        all_visible = q_side[1][:, None] >= kmax_full
         if self.q_lo is not None:
-            lo_min, lo_max = q_side[2], q_side[3]
-            any_visible &= lo_min[:, None] <= key_max[None, :]
-            all_visible &= lo_max[:, None] <= key_min[None, :]
+            lo_min, lo_max = q_side[2][:, None], q_side[3][:, None]
+            any_visible &= lo_min <= kmax
+            all_visible &= lo_max <= kmin
         return any_visible & ~all_visible, all_visible
 
-    def block_intervals(
-        self, q_block_size: int, kv_block_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The partial and full blocks of each block row and column, as sorted runs of blocks.
-
-        The blocks split into *runs* of consecutive blocks over which the block bounds of the
-        keys never decrease (one run when the keys only rise, as in every built-in mask but
-        timestamp-causal over timestamps that go back). Inside a run each condition of the
-        relation holds on a prefix or a suffix of the run, so a block row meets each kv run in
-        at most two runs of partial blocks and one run of full blocks; block columns likewise.
-
-        Returns:
-            ``(kv_partial, kv_full, q_partial, q_full)`` on the CPU, int64 ``[R, M, 2]``: row
-            ``r`` holds its blocks ``[start, end)`` for each of its ``M`` sorted, disjoint runs
-            (some empty). ``kv_*`` rows are q blocks over kv blocks, ``q_*`` rows kv blocks.
-
-        Example:
-            >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
-            >>> relation = IntervalRelation(kv_key=key, q_hi=key)
-            >>> kv_partial, kv_full, _, _ = relation.block_intervals(2, 2)
-            >>> kv_partial.tolist()  # row 0: block 1; row 1: blocks 1-2; row 2: none
-            [[[0, 0], [1, 2]], [[0, 0], [1, 3]], [[0, 0], [3, 3]]]
-            >>> kv_full.tolist()  # rows 0 and 1: block 0; row 2: blocks 0-2
-            [[[0, 1]], [[0, 1]], [[0, 3]]]
-        """
-        runs = self._block_intervals_host(q_block_size, kv_block_size)
-        return tuple(torch.from_numpy(a) for a in runs)
-
-    def block_runs(self, q_block_size: int, kv_block_size: int) -> tuple[int, int]:
-        """How many runs of rising block bounds the q blocks and the kv blocks split into.
-
-        Example:
-            >>> key = PiecewiseKey.per_frame(torch.tensor([0, 2, 1, 3]), num_patches_per_frame=1)
-            >>> IntervalRelation(kv_key=key, q_hi=key).block_runs(1, 1)
-            (2, 2)
-        """
-        q_bounds, kv_bounds = self._host_bounds(q_block_size, kv_block_size)
-        return len(_rising_runs(*q_bounds.values())), len(_rising_runs(*kv_bounds.values()))
-
-    def _host_bounds(
-        self, q_block_size: int, kv_block_size: int
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        hi_min, hi_max = self.q_hi._block_min_max_host(q_block_size)
-        q_bounds = {"hi_min": hi_min, "hi_max": hi_max}
-        if self.q_lo is not None:
-            q_bounds["lo_min"], q_bounds["lo_max"] = self.q_lo._block_min_max_host(q_block_size)
-        key_min, key_max = self.kv_key._block_min_max_host(kv_block_size)
-        return q_bounds, {"key_min": key_min, "key_max": key_max}
-
-    def _block_intervals_host(
-        self, q_block_size: int, kv_block_size: int, max_runs: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """What :meth:`block_intervals` returns, as NumPy arrays; ``None`` when either side has
-        more than ``max_runs`` runs."""
-        q, kv = self._host_bounds(q_block_size, kv_block_size)
-        q_runs, kv_runs = _rising_runs(*q.values()), _rising_runs(*kv.values())
-        if max_runs is not None and max(len(q_runs), len(kv_runs)) > max_runs:
-            return None
-        nq, nkv = q["hi_min"].size, kv["key_min"].size
-        # Blocks that may be full: all but a padded last block.
-        nq_full = nq - (self.q_len % q_block_size != 0)
-        nkv_full = nkv - (self.kv_len % kv_block_size != 0)
-        lo_min, lo_max = q.get("lo_min"), q.get("lo_max")
-        two_sided = lo_min is not None
-        # Block row i over kv blocks j:
-        #   any visible <=> key_min[j] <= hi_max[i] (a prefix of a kv run)
-        #                   and key_max[j] >= lo_min[i] (a suffix);
-        #   all visible <=> key_max[j] <= hi_min[i] and key_min[j] >= lo_max[i].
-        kv_partial, kv_full = _runs_of_rows(
-            runs=kv_runs,
-            any_prefix=(kv["key_min"], q["hi_max"]),
-            any_suffix=(kv["key_max"], lo_min) if two_sided else None,
-            all_prefix=(kv["key_max"], q["hi_min"]),
-            all_suffix=(kv["key_min"], lo_max) if two_sided else None,
-            num_full_columns=nkv_full,
-            num_full_rows=nq_full,
+    def _union_grids(
+        self,
+        q_block_size: int,
+        kv_bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
+        device: torch.device | str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pieces: runs of rows in one block on which every bound is constant.
+        starts = np.unique(np.concatenate([iv.hi.host[0] for iv in self.intervals] + [
+            iv.lo.host[0] for iv in self.intervals if iv.lo is not None
+        ]))  # fmt: skip
+        piece_first, first_piece = _pieces(starts, self.q_len, q_block_size)
+        lo = np.stack([
+            np.full_like(piece_first, -_BIG) if iv.lo is None else iv.lo.evaluate_host(piece_first)
+            for iv in self.intervals
+        ], -1)  # fmt: skip
+        hi = np.stack([iv.hi.evaluate_host(piece_first) for iv in self.intervals], -1)
+        empty = lo > hi  # meets no key, and sorts last so that it joins nothing
+        lo, hi = np.where(empty, _BIG, lo), np.where(empty, -_BIG, hi)
+        # The union's connected parts: sort by lower end, then join intervals that touch.
+        order = np.argsort(lo, axis=-1, kind="stable")
+        lo, hi = np.take_along_axis(lo, order, -1), np.take_along_axis(hi, order, -1)
+        part_lo, part_hi = lo.copy(), hi.copy()
+        for m in range(1, lo.shape[1]):
+            joins = lo[:, m] <= part_hi[:, m - 1] + 1
+            part_lo[:, m] = np.where(joins, part_lo[:, m - 1], lo[:, m])
+            part_hi[:, m] = np.where(joins, np.maximum(part_hi[:, m - 1], hi[:, m]), hi[:, m])
+        # A q block's row count: all but a padded last block hold BLOCK_Q real rows.
+        nq = first_piece.size
+        padded = np.zeros(nq, dtype=np.int64)
+        if self.q_len % q_block_size:
+            padded[-1] = 1
+        q_side, kv_side, index = _to_device(
+            np.concatenate([lo, hi, part_lo, part_hi], -1),
+            np.stack(kv_bounds),
+            np.concatenate([first_piece, [piece_first.size], padded]),
+            device=device,
         )
-        # Block column j over q blocks i: the same conditions read the other way round.
-        #   any visible <=> hi_max[i] >= key_min[j] (a suffix of a q run)
-        #                   and lo_min[i] <= key_max[j] (a prefix);
-        #   all visible <=> hi_min[i] >= key_max[j] and lo_max[i] <= key_min[j].
-        q_partial, q_full = _runs_of_rows(
-            runs=q_runs,
-            any_prefix=(lo_min, kv["key_max"]) if two_sided else None,
-            any_suffix=(q["hi_max"], kv["key_min"]),
-            all_prefix=(lo_max, kv["key_min"]) if two_sided else None,
-            all_suffix=(q["hi_min"], kv["key_max"]),
-            num_full_columns=nq_full,
-            num_full_rows=nkv_full,
-        )
-        return kv_partial, kv_full, q_partial, q_full
-
-
-def _rising_runs(*bounds: np.ndarray) -> list[tuple[int, int]]:
-    """``[(start, end), ...]``: the maximal runs of blocks over which no bound decreases."""
-    n = bounds[0].size
-    falls = np.zeros(max(n - 1, 0), dtype=bool)
-    for bound in bounds:
-        falls |= bound[1:] < bound[:-1]
-    cuts = [0, *(np.flatnonzero(falls) + 1).tolist(), n]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-
-Condition = tuple[np.ndarray, np.ndarray] | None  # (rising sequence over columns, row values)
-
-
-def _runs_of_rows(
-    runs: list[tuple[int, int]],
-    any_prefix: Condition,
-    any_suffix: Condition,
-    all_prefix: Condition,
-    all_suffix: Condition,
-    num_full_columns: int,
-    num_full_rows: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's partial and full columns as sorted runs ``[R, M, 2]``.
-
-    A prefix condition ``(seq, vals)`` keeps the columns ``c`` of a run with ``seq[c] <= vals[r]``,
-    a suffix condition those with ``seq[c] >= vals[r]``; ``seq`` rises inside each run. Full needs
-    both all-conditions and no padding; partial is any minus full: two runs per column run.
-    """
-    num_rows = next(c[1].size for c in (any_prefix, any_suffix) if c is not None)
-    partial, full = [], []
-    for start, end in runs:
-        any_lo, any_hi = _run_bounds(start, end, any_prefix, any_suffix, num_rows)
-        all_lo, all_hi = _run_bounds(start, end, all_prefix, all_suffix, num_rows)
-        all_hi = np.minimum(all_hi, num_full_columns)
-        all_hi[num_full_rows:] = start  # a padded row has no full block
-        # The full run lies inside the any run when it is not empty; clamping both of its ends
-        # into the any run makes an empty full run a point, so partial = any minus full.
-        any_hi = np.maximum(any_hi, any_lo)
-        y0 = np.minimum(np.maximum(all_lo, any_lo), any_hi)
-        y1 = np.minimum(np.maximum(all_hi, y0), any_hi)
-        partial += [np.stack([any_lo, y0], -1), np.stack([y1, any_hi], -1)]
-        full += [np.stack([y0, y1], -1)]
-    return np.stack(partial, 1), np.stack(full, 1)
-
-
-def _run_bounds(
-    start: int, end: int, prefix: Condition, suffix: Condition, num_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``[lo, hi)`` of each row inside the run ``[start, end)`` of columns."""
-    if suffix is None:
-        lo = np.full(num_rows, start, dtype=np.int64)
-    else:
-        lo = start + np.searchsorted(suffix[0][start:end], suffix[1], side="left")
-    if prefix is None:
-        hi = np.full(num_rows, end, dtype=np.int64)
-    else:
-        hi = start + np.searchsorted(prefix[0][start:end], prefix[1], side="right")
-    return lo.astype(np.int64), hi.astype(np.int64)
+        k = lo.shape[1]
+        lo_t, hi_t, plo, phi = (q_side[:, i * k : (i + 1) * k, None] for i in range(4))
+        kmin, kmax, kmax_full = (b[None, None, :] for b in kv_side)
+        any_piece = ((lo_t <= kmax) & (hi_t >= kmin)).any(1)  # [pieces, KV_BLOCKS]
+        full_piece = ((plo <= kmin) & (phi >= kmax_full)).any(1)
+        # Per block: any piece visible, and all pieces full (counted with prefix sums).
+        bounds, padded_t = index[: nq + 1], index[nq + 1 :].bool()
+        counts = torch.stack([any_piece, ~full_piece]).to(torch.int32).cumsum(1)
+        counts = torch.nn.functional.pad(counts, (0, 0, 1, 0))
+        per_block = counts[:, bounds[1:]] - counts[:, bounds[:-1]]
+        any_visible = per_block[0] > 0
+        all_visible = (per_block[1] == 0) & ~padded_t[:, None]
+        return any_visible & ~all_visible, all_visible
 
 
 def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.Tensor, ...]:
-    """Host arrays of one dtype as tensors on ``device``, sent there in a single copy (on the
-    CPU the same route, so that the tests run the code a GPU runs)."""
-    flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays])).to(device)
+    """Host int64 arrays as tensors on ``device``, sent there in a single copy (on the CPU the
+    same route, so that the tests run the code a GPU runs)."""
+    flat = torch.from_numpy(
+        np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays])
+    ).to(device)
     parts = flat.split([a.size for a in arrays])
     return tuple(part.view(a.shape) for part, a in zip(parts, arrays, strict=True))
 
 
-def _runs_to_ordered(
-    runs: np.ndarray, k: int, device: torch.device | str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted disjoint runs ``[..., R, M, 2]`` -> counts ``[..., R]`` and indices ``[..., R, k]``.
-
-    A row lists its set blocks first, ascending, then the unset ones, ascending: torch's
-    ordering. Slot ``c`` of the row holds ``c + offset``, where the offset is constant on each of
-    the ``M`` set runs and ``M + 1`` gaps; the run of a slot is found with one batched
-    ``searchsorted`` over the ``2M`` run ends. The run ends and offsets are worked out on the host
-    and sent in one copy; ``device`` does four launches.
-    """
-    starts, ends = runs[..., 0], runs[..., 1]
-    lengths = ends - starts
-    before = np.cumsum(lengths, -1) - lengths  # set slots before each run
-    num = lengths.sum(-1)
-    prev_end = np.concatenate([np.zeros_like(ends[..., :1]), ends], -1)  # [..., R, M + 1]
-    gaps = np.concatenate([starts, np.full_like(ends[..., :1], k)], -1) - prev_end
-    gaps_before = np.cumsum(gaps, -1) - gaps
-    run_ends = np.concatenate(
-        [before[..., 1:], num[..., None], num[..., None] + np.cumsum(gaps[..., :-1], -1)], -1
-    )
-    offsets = np.concatenate([starts - before, prev_end - gaps_before - num[..., None]], -1)
-    num, run_ends, offsets = _to_device(
-        num.astype(np.int32), run_ends.astype(np.int32), offsets.astype(np.int32), device=device
-    )
-    slots = torch.arange(k, dtype=torch.int32, device=num.device)
-    run = torch.searchsorted(run_ends, slots.expand(*num.shape, k).contiguous(), right=True)
-    return num, offsets.gather(-1, run).add_(slots)
-
-
-def _dense_to_ordered(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ordered_indices(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``[..., n, k]`` bool -> (``[..., n]`` counts, ``[..., n, k]`` indices), torch's ordering.
 
     Indices of the set blocks come first in ascending order, then the others in ascending order:
     what ``create_block_mask``'s stable descending argsort gives, computed here with two prefix
     sums and a scatter instead of a sort. Several grids go through at once (fewer launches).
+
+    Example:
+        >>> num, idx = ordered_indices(torch.tensor([[False, True, True], [True, False, False]]))
+        >>> num.tolist(), idx.tolist()
+        ([2, 1], [[1, 2, 0], [0, 1, 2]])
     """
     k = grids.shape[-1]
     ones = grids.to(torch.int32)
@@ -454,24 +349,55 @@ def _dense_to_ordered(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return num, indices
 
 
-MAX_RUNS = 8  # build_block_mask's "auto" writes indices from runs up to this many runs a side
+def block_mask_from_grids(
+    partial: torch.Tensor,
+    full: torch.Tensor,
+    seq_lengths: tuple[int, int],
+    block_size: tuple[int, int],
+    mask_mod: _mask_mod_signature | None,
+) -> BlockMask:
+    """A ``BlockMask`` from its ``[..., Q_BLOCKS, KV_BLOCKS]`` partial and full grids.
 
-
-def _stack_runs(runs: list[np.ndarray], k: int) -> np.ndarray:
-    """Stack ``[R, M_i, 2]`` run lists, padding each to the largest ``M`` with empty runs at
-    ``k`` (the end of the row, so the runs stay sorted)."""
-    m = max(r.shape[1] for r in runs)
-    padded = [np.concatenate([r, np.full((r.shape[0], m - r.shape[1], 2), k)], 1) for r in runs]
-    return np.stack(padded)
+    Both sides (kv and q indices) come from the grids directly: what
+    ``BlockMask.from_kv_blocks`` would derive by densifying the kv side again and sorting its
+    transpose, without the round trip. Leading dimensions are the batch and head dimensions (a
+    2-D grid gets ``B = H = 1``, which broadcasts).
+    """
+    if partial.dim() == 2:  # [Q_BLOCKS, KV_BLOCKS]: B = H = 1
+        partial, full = partial[None, None], full[None, None]
+    elif partial.dim() == 3:  # [B, Q_BLOCKS, KV_BLOCKS]: H = 1
+        partial, full = partial[:, None], full[:, None]
+    nq, nkv = partial.shape[-2:]
+    if nq == nkv:
+        num, idx = ordered_indices(
+            torch.stack([partial, full, partial.transpose(-1, -2), full.transpose(-1, -2)])
+        )
+    else:
+        num_kv, idx_kv = ordered_indices(torch.stack([partial, full]))
+        num_q, idx_q = ordered_indices(
+            torch.stack([partial.transpose(-1, -2), full.transpose(-1, -2)])
+        )
+        num, idx = [*num_kv, *num_q], [*idx_kv, *idx_q]
+    return BlockMask(
+        seq_lengths,
+        num[0],
+        idx[0],
+        num[1],
+        idx[1],
+        num[2],
+        idx[2],
+        num[3],
+        idx[3],
+        BLOCK_SIZE=block_size,
+        mask_mod=mask_mod if mask_mod is not None else noop_mask,
+    )
 
 
 def build_block_mask(
     relation: IntervalRelation,
-    mask_mod: _mask_mod_signature,
+    mask_mod: _mask_mod_signature | None,
     block_size: tuple[int, int],
     device: torch.device | str,
-    *,
-    method: str = "auto",
 ) -> BlockMask:
     """A ``BlockMask`` for ``relation`` from its block structure alone (no N x N work).
 
@@ -480,14 +406,6 @@ def build_block_mask(
         mask_mod: evaluated by the kernel inside partial blocks.
         block_size: ``(BLOCK_Q, BLOCK_KV)``.
         device: where the BlockMask's tensors live.
-        method: ``"intervals"`` writes each block row's indices from the ends of its runs of
-            blocks (see :meth:`IntervalRelation.block_intervals`; one copy and four launches on
-            a GPU), ``"grids"`` forms the partial and full grids and orders them with prefix
-            sums. ``"auto"`` takes ``"grids"`` on a GPU, where it measured 1.1-4.5x faster
-            (0.4-0.7 ms against 0.6-2.1 ms at 16K-128K tokens on an H200: the runs' host work
-            costs more than the grids' few launches), and ``"intervals"`` elsewhere unless the
-            bounds fall more than ``MAX_RUNS`` times (then the runs outnumber what the grids
-            cost). Both give the same tensors, for any relation.
 
     Returns:
         A BlockMask with ``B = H = 1`` (it broadcasts over batch and heads) and
@@ -501,48 +419,7 @@ def build_block_mask(
         >>> bm.kv_indices.tolist()  # each row: its partial blocks first, then the others
         [[[[0, 1, 2], [1, 2, 0], [0, 1, 2]]]]
     """
-    if method not in ("auto", "intervals", "grids"):
-        raise ValueError(f"method must be 'auto', 'intervals' or 'grids', got {method!r}")
-    nq = -(-relation.q_len // block_size[0])
-    nkv = -(-relation.kv_len // block_size[1])
-    runs = None
-    if method == "auto" and torch.device(device).type == "cuda":
-        method = "grids"
-    if method != "grids":
-        runs = relation._block_intervals_host(
-            *block_size, max_runs=MAX_RUNS if method == "auto" else None
-        )
-    if runs is not None:
-        kv_partial, kv_full, q_partial, q_full = runs
-        if nq == nkv:
-            num, idx = _runs_to_ordered(
-                _stack_runs([kv_partial, kv_full, q_partial, q_full], nkv), nkv, device
-            )
-            sides = [(num[i][None, None], idx[i][None, None]) for i in range(4)]
-        else:
-            num, idx = _runs_to_ordered(_stack_runs([kv_partial, kv_full], nkv), nkv, device)
-            sides = [(num[i][None, None], idx[i][None, None]) for i in range(2)]
-            num, idx = _runs_to_ordered(_stack_runs([q_partial, q_full], nq), nq, device)
-            sides += [(num[i][None, None], idx[i][None, None]) for i in range(2)]
-    else:
-        partial, full = relation.block_grids(*block_size, device=device)
-        # Both sides from the grids directly: what BlockMask.from_kv_blocks would derive by
-        # densifying the kv side again and sorting its transpose, without the round trip.
-        if nq == nkv:
-            num, idx = _dense_to_ordered(torch.stack([partial, full, partial.t(), full.t()]))
-            sides = [(num[i][None, None], idx[i][None, None]) for i in range(4)]
-        else:
-            num, idx = _dense_to_ordered(torch.stack([partial, full]))
-            sides = [(num[i][None, None], idx[i][None, None]) for i in range(2)]
-            num, idx = _dense_to_ordered(torch.stack([partial.t(), full.t()]))
-            sides += [(num[i][None, None], idx[i][None, None]) for i in range(2)]
-    (kv, full_kv, q, full_q) = sides
-    return BlockMask(
-        (relation.q_len, relation.kv_len),
-        *kv,
-        *full_kv,
-        *q,
-        *full_q,
-        BLOCK_SIZE=block_size,
-        mask_mod=mask_mod if mask_mod is not None else noop_mask,
+    partial, full = relation.block_grids(*block_size, device=device)
+    return block_mask_from_grids(
+        partial, full, (relation.q_len, relation.kv_len), block_size, mask_mod
     )

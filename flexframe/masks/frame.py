@@ -1,4 +1,4 @@
-"""Frame-level masks: causal-frame, sliding-window, fast-slow and packed-causal-frame.
+"""Frame-level masks: causal-frame, sliding-window (with sink frames), fast-slow, packed videos.
 
 Frames are laid out one after another, ``num_patches_per_frame`` tokens each, so the frame of a
 token is ``frame(i) = i // num_patches_per_frame``. Each family has a ``generate_*`` factory that
@@ -13,9 +13,23 @@ from collections.abc import Sequence
 import torch
 
 from flexframe._checks import check_int, check_int_sequence
-from flexframe.masks.closed_form import IntervalRelation, PiecewiseKey
+from flexframe.masks.closed_form import Interval, IntervalRelation, PiecewiseKey
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MaskMod, MaskSpec
+
+
+def create_frame_position_ids(
+    num_frames: int, num_patches_per_frame: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The frame index of every token: ``[num_frames * num_patches_per_frame]`` int64.
+
+    Example:
+        >>> create_frame_position_ids(3, 2).tolist()
+        [0, 0, 1, 1, 2, 2]
+    """
+    f = check_int("num_frames", num_frames, minimum=1)
+    p = check_int("num_patches_per_frame", num_patches_per_frame, minimum=1)
+    return torch.arange(f, device=device).repeat_interleave(p)
 
 
 def generate_causal_frame_mask_mod(num_patches_per_frame: int) -> MaskMod:
@@ -34,23 +48,38 @@ def generate_causal_frame_mask_mod(num_patches_per_frame: int) -> MaskMod:
     return causal_frame
 
 
-def generate_sliding_window_mask_mod(num_patches_per_frame: int, window_size: int) -> MaskMod:
-    """A mask_mod letting frame ``f`` see frames ``f - window_size .. f`` and nothing else.
+def generate_sliding_window_mask_mod(
+    num_patches_per_frame: int, window_size: int, sink_frames: int = 0
+) -> MaskMod:
+    """A mask_mod letting frame ``f`` see frames ``f - window_size .. f`` and the first
+    ``sink_frames`` frames up to ``f``, nothing else.
 
     Example:
         >>> mod = generate_sliding_window_mask_mod(1, window_size=1)
-        >>> [bool(mod(0, 0, torch.tensor(2), torch.tensor(k))) for k in range(4)]
-        [False, True, True, False]
+        >>> [bool(mod(0, 0, torch.tensor(3), torch.tensor(k))) for k in range(5)]
+        [False, False, True, True, False]
+        >>> mod = generate_sliding_window_mask_mod(1, window_size=1, sink_frames=1)
+        >>> [bool(mod(0, 0, torch.tensor(3), torch.tensor(k))) for k in range(5)]
+        [True, False, True, True, False]
     """
     p = check_int("num_patches_per_frame", num_patches_per_frame, minimum=1)
     w = check_int("window_size", window_size, minimum=0)
+    s = check_int("sink_frames", sink_frames, minimum=0)
+    if s == 0:
 
-    def sliding_window(b, h, q_idx, kv_idx):
+        def sliding_window(b, h, q_idx, kv_idx):
+            q_frame = q_idx // p
+            kv_frame = kv_idx // p
+            return (kv_frame <= q_frame) & (q_frame - kv_frame <= w)
+
+        return sliding_window
+
+    def sliding_window_with_sinks(b, h, q_idx, kv_idx):
         q_frame = q_idx // p
         kv_frame = kv_idx // p
-        return (kv_frame <= q_frame) & (q_frame - kv_frame <= w)
+        return (kv_frame <= q_frame) & ((q_frame - kv_frame <= w) | (kv_frame < s))
 
-    return sliding_window
+    return sliding_window_with_sinks
 
 
 def generate_fast_slow_mask_mod(num_slow_frames: int, num_patches_per_frame: int) -> MaskMod:
@@ -131,32 +160,53 @@ def causal_frame_mask(num_frames: int, num_patches_per_frame: int) -> MaskSpec:
 
 
 @register_mask("sliding-window")
-def sliding_window_mask(num_frames: int, num_patches_per_frame: int, window_size: int) -> MaskSpec:
-    """As causal-frame, but frame f sees only frames f - window_size .. f.
+def sliding_window_mask(
+    num_frames: int, num_patches_per_frame: int, window_size: int, sink_frames: int = 0
+) -> MaskSpec:
+    """As causal-frame, but frame f sees only frames f - window_size .. f, and the sink frames.
 
     ``window_size`` counts frames back from the current one: 0 gives one block per frame (each
-    frame sees only itself), ``num_frames - 1`` or more is causal-frame.
+    frame sees only itself), ``num_frames - 1`` or more is causal-frame. The first
+    ``sink_frames`` frames stay visible to every later frame, inside the window or not
+    (attention sinks, as StreamingLLM keeps its first tokens and Self-Forcing's long rollouts keep
+    their first frames): frame ``f`` sees ``f'`` iff ``f' <= f`` and (``f - f' <= window_size``
+    or ``f' < sink_frames``). With ``sink_frames=0`` (the default) it is the plain window.
 
     Example:
         >>> sliding_window_mask(3, 1, window_size=0).to_dense().int().tolist()
         [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+        >>> sliding_window_mask(4, 1, window_size=0, sink_frames=1).to_dense().int().tolist()
+        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]]
     """
     f = check_int("num_frames", num_frames, minimum=1)
     p = check_int("num_patches_per_frame", num_patches_per_frame, minimum=1)
     w = check_int("window_size", window_size, minimum=0)
+    s = check_int("sink_frames", sink_frames, minimum=0)
+    if s > f:
+        raise ValueError(
+            f"sink_frames must be <= num_frames, got sink_frames={s} and num_frames={f}"
+        )
     frames = torch.arange(f, dtype=torch.int64)
     key = PiecewiseKey.per_frame(frames, p)
-    # Two-sided: the rows' intervals [f - w, f] of consecutive frames overlap, and kv_key is the
-    # frame index, so the closed form's "any visible" test is exact (see closed_form).
+    # The window [f - w, f] (two-sided: the rows' intervals of consecutive frames overlap, and
+    # kv_key is the frame index, so the closed form's "any visible" test is exact), and the sink
+    # frames [0, min(s - 1, f)] as a second interval.
+    sinks = () if s == 0 else (Interval(hi=PiecewiseKey.per_frame(frames.clamp(max=s - 1), p)),)
+    params = {"num_frames": f, "num_patches_per_frame": p, "window_size": w}
+    if s:
+        params["sink_frames"] = s
     return MaskSpec(
         name="sliding-window",
-        params={"num_frames": f, "num_patches_per_frame": p, "window_size": w},
+        params=params,
         q_len=f * p,
         kv_len=f * p,
-        mod_factory=lambda device: generate_sliding_window_mask_mod(p, w),
+        mod_factory=lambda device: generate_sliding_window_mask_mod(p, w, s),
         num_patches_per_frame=p,
-        description=f"own frame and the {w} frame(s) before it",
-        relation=IntervalRelation(kv_key=key, q_hi=key, q_lo=PiecewiseKey.per_frame(frames - w, p)),
+        description=f"own frame and the {w} frame(s) before it"
+        + (f", and the first {s} frame(s)" if s else ""),
+        relation=IntervalRelation(
+            kv_key=key, q_hi=key, q_lo=PiecewiseKey.per_frame(frames - w, p), union=sinks
+        ),
     )
 
 

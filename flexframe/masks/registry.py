@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flexframe._checks import close_matches, did_you_mean
-from flexframe.masks.spec import MaskSpec, clear_block_mask_cache
+from flexframe.masks.cache import clear_block_mask_cache
+from flexframe.masks.spec import MaskSpec
 
 MaskFactory = Callable[..., MaskSpec]
-_REGISTRATIONS = itertools.count()  # each registration's version, part of its specs' cache keys
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class MaskEntry:
     factory: MaskFactory
     description: str
     parameters: tuple[MaskParameter, ...]
-    version: int = field(default_factory=lambda: next(_REGISTRATIONS), compare=False)
+    version: int = field(default=0, compare=False)
+    """Which registration of the name this is: part of its specs' cache keys."""
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -99,6 +100,7 @@ class MaskRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, MaskEntry] = {}
+        self._versions = itertools.count()  # a replaced mask's specs never share cache keys
 
     def register(
         self, name: str, *, description: str | None = None, overwrite: bool = False
@@ -120,6 +122,7 @@ class MaskRegistry:
                 factory=factory,
                 description=description or _first_sentence(factory.__doc__),
                 parameters=_parameters_of(factory),
+                version=next(self._versions),
             )
             self._entries[name] = entry
             clear_block_mask_cache(name)  # a replaced mask must not be served from the cache
@@ -170,6 +173,7 @@ class MaskRegistry:
         tag = ("registered", name, entry.version)
         if not (isinstance(spec.origin, tuple) and spec.origin[:3] == tag):  # a reused spec
             object.__setattr__(spec, "origin", (*tag, spec.origin))
+            spec.__dict__.pop("cache_key", None)  # worked out again from the new origin
         return spec
 
     def list(self, pattern: str | None = None) -> list[str]:

@@ -6,18 +6,22 @@ the decoder, the pictures and the loss take. It knows how to become:
 - a ``mask_mod(b, h, q_idx, kv_idx) -> bool`` for ``flex_attention`` (True = may attend);
 - a dense ``[q_len, kv_len]`` bool tensor (True = may attend), for SDPA and inspection;
 - a ``BlockMask``, built in closed form when the mask has a frame structure and through torch's
-  ``create_block_mask`` otherwise, and cached.
+  ``create_block_mask`` otherwise, and cached (``flexframe.masks.cache``).
+
+Size limits: a dense mask holds ``q_len * kv_len`` bytes, and torch's eager ``create_block_mask``
+(the CPU builder for masks without a closed form) as many over the padded block grid. Both are
+refused above :data:`MAX_DENSE_BYTES` (4 GiB), with the byte count and what to use instead; pass
+``max_bytes=`` to go past it on purpose.
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections import OrderedDict
+import functools
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.nn.attention.flex_attention import (
@@ -29,42 +33,30 @@ from torch.nn.attention.flex_attention import (
     or_masks,
 )
 
-from flexframe._checks import check_int
+from flexframe._checks import check_choice, check_int, normalize_block_size, resolve_device
+from flexframe._vocab import BUILDERS, DEFAULT_BLOCK_SIZE, Builder
+from flexframe.masks.blocks import grids_from_block_mask
+from flexframe.masks.cache import BLOCK_MASKS, DENSE_MASKS
 from flexframe.masks.closed_form import IntervalRelation, build_block_mask
 
 MaskMod = _mask_mod_signature
 BlockSize = int | tuple[int, int]
-Builder = Literal["auto", "closed-form", "create_block_mask"]
 
 # A spec's mask_mod may close over tensors (timestamps, video ids); flex_attention needs them on
 # the device of q, so a spec keeps a factory and builds one mask_mod per device.
 ModFactory = Callable[[torch.device], MaskMod]
 
-
-def default_device() -> torch.device:
-    """The current accelerator if there is one, else the CPU (torch's own default)."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+MAX_DENSE_BYTES = 4 << 30
+"""The largest dense mask (or eager ``create_block_mask`` grid) built without ``max_bytes``."""
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    device = default_device() if device is None else torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def _normalize_block_size(block_size: BlockSize) -> tuple[int, int]:
-    if isinstance(block_size, tuple):
-        if len(block_size) != 2:
-            raise ValueError(f"block_size must be an int or a (q, kv) pair, got {block_size!r}")
-        q_bs, kv_bs = block_size
-    else:
-        q_bs = kv_bs = block_size
-    q_bs = check_int("block_size", q_bs, minimum=1)
-    kv_bs = check_int("block_size", kv_bs, minimum=1)
-    return q_bs, kv_bs
+def _check_size(what: str, cells: int, max_bytes: int | None, instead: str) -> None:
+    limit = MAX_DENSE_BYTES if max_bytes is None else check_int("max_bytes", max_bytes, minimum=0)
+    if cells > limit:
+        raise ValueError(
+            f"{what} would hold {cells:,} bytes ({cells / 2**30:.1f} GiB), above the "
+            f"{limit / 2**30:.1f} GiB limit; {instead}, or pass max_bytes={cells} to build it anyway"
+        )
 
 
 def _freeze(value: Any) -> Hashable:
@@ -76,9 +68,6 @@ def _freeze(value: Any) -> Hashable:
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     return value
-
-
-_BY_HAND_TOKENS = itertools.count()
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +125,7 @@ class MaskSpec:
 
     def mask_mod_for(self, device: torch.device | str) -> MaskMod:
         """The mask_mod with any tensors it reads placed on ``device`` (built once per device)."""
-        device = _resolve_device(device)
+        device = resolve_device(device)
         mod = self._mods.get(device)
         if mod is None:
             mod = self.mod_factory(device)
@@ -148,21 +137,41 @@ class MaskSpec:
             self._mods[device] = mod
         return mod
 
-    def to_dense(self, device: torch.device | str | None = None) -> torch.Tensor:
+    def to_dense(
+        self, device: torch.device | str | None = None, *, max_bytes: int | None = None
+    ) -> torch.Tensor:
         """The mask as a ``[q_len, kv_len]`` bool tensor, True where a query may attend.
 
         This materializes ``q_len * kv_len`` booleans: meant for SDPA at modest lengths, tests and
-        pictures. ``device`` defaults to the CPU. Invert it (``~mask``) for ``nn.Transformer``,
-        whose masks mean "may not attend".
+        pictures, and refused above :data:`MAX_DENSE_BYTES` unless ``max_bytes`` allows it.
+        ``device`` defaults to the CPU. Invert it (``~mask``) for ``nn.Transformer``, whose masks
+        mean "may not attend".
         """
-        device = torch.device("cpu") if device is None else _resolve_device(device)
+        _check_size(
+            f"the dense mask of {self.name!r} ([{self.q_len}, {self.kv_len}])",
+            self.q_len * self.kv_len,
+            max_bytes,
+            "use block_mask() (O(blocks)) for attention and pictures by block",
+        )
+        device = torch.device("cpu") if device is None else resolve_device(device)
         dense = create_mask(self.mask_mod_for(device), 1, 1, self.q_len, self.kv_len, device)
         return dense[0, 0].to(torch.bool)
+
+    def dense(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """:meth:`to_dense`, cached (``flexframe.masks.cache.DENSE_MASKS``): the sdpa backend's
+        mask. Do not write into it."""
+        device = torch.device("cpu") if device is None else resolve_device(device)
+        key = (self.cache_key, "dense", str(device))
+        dense = DENSE_MASKS.get(key)
+        if dense is None:
+            dense = self.to_dense(device)
+            DENSE_MASKS.put(key, dense)
+        return dense
 
     def block_mask(
         self,
         device: torch.device | str | None = None,
-        block_size: BlockSize = 128,
+        block_size: BlockSize = DEFAULT_BLOCK_SIZE,
         builder: Builder = "auto",
     ) -> BlockMask:
         """The mask as a torch ``BlockMask`` (cached; built once per key).
@@ -177,14 +186,11 @@ class MaskSpec:
             A BlockMask of batch and head size 1 (it broadcasts) with the true sequence lengths.
 
         The cache key is (name, params, lengths, device, block size, builder); the cache holds
-        the ``block_mask_cache_size()`` most recently used masks.
+        the ``block_mask_cache_info()["maxsize"]`` most recently used masks.
         """
-        device = _resolve_device(device)
-        bs = _normalize_block_size(block_size)
-        if builder not in ("auto", "closed-form", "create_block_mask"):
-            raise ValueError(
-                f"builder must be 'auto', 'closed-form' or 'create_block_mask', got {builder!r}"
-            )
+        device = resolve_device(device)
+        bs = normalize_block_size(block_size)
+        check_choice("builder", builder, BUILDERS)
         if builder == "closed-form" and self.relation is None:
             raise ValueError(
                 f"mask {self.name!r} has no closed-form builder; use builder='auto' or "
@@ -192,40 +198,89 @@ class MaskSpec:
             )
         use_closed = self.relation is not None and builder != "create_block_mask"
         key = (self.cache_key, str(device), bs, use_closed)
-        cached = _BLOCK_MASK_CACHE.get(key)
+        cached = BLOCK_MASKS.get(key)
         if cached is not None:
             return cached
         mod = self.mask_mod_for(device)
         if use_closed:
+            assert self.relation is not None
             block_mask = build_block_mask(self.relation, mod, bs, device)
         else:
-            block_mask = _create_block_mask_generic(mod, self.q_len, self.kv_len, device, bs)
-        _BLOCK_MASK_CACHE.put(key, block_mask)
+            block_mask = self._create_block_mask(mod, device, bs)
+        BLOCK_MASKS.put(key, block_mask)
         return block_mask
 
+    def _create_block_mask(
+        self, mod: MaskMod, device: torch.device, bs: tuple[int, int]
+    ) -> BlockMask:
+        """torch's ``create_block_mask``; compiled on GPUs so that it never holds the N x N mask.
+
+        The eager builder materializes the padded ``[Q_BLOCKS * BLOCK_Q, KV_BLOCKS * BLOCK_KV]``
+        grid (128 GiB at 128K tokens), hence the size check; the compiled one fuses the mask
+        evaluation into the block reduction. On the CPU compilation costs more than it saves at
+        the lengths a CPU handles, so the eager builder is used there.
+        """
+        if device.type == "cpu":
+            cells = -(-self.q_len // bs[0]) * bs[0] * (-(-self.kv_len // bs[1]) * bs[1])
+            _check_size(
+                f"torch's create_block_mask for {self.name!r} (no closed form) at block size "
+                f"{bs} (a padded grid of {cells:,} cells)",
+                cells,
+                None,
+                "build it on a GPU (compiled, no N x N memory), or use masks with a closed form",
+            )
+            return create_block_mask(
+                mod, 1, 1, self.q_len, self.kv_len, device=device, BLOCK_SIZE=bs
+            )
+        return _compiled_create_block_mask()(
+            mod, 1, 1, self.q_len, self.kv_len, device=device, BLOCK_SIZE=bs
+        )
+
+    def block_grids(
+        self, block_size: BlockSize = DEFAULT_BLOCK_SIZE, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(partial, full)`` ``[Q_BLOCKS, KV_BLOCKS]`` bool grids: the blocks the kernel runs.
+
+        From the closed form when the mask has one (O(blocks)), else from its BlockMask.
+
+        Example:
+            >>> from flexframe import get_mask
+            >>> spec = get_mask("causal-frame", num_frames=2, num_patches_per_frame=3)
+            >>> [g.int().tolist() for g in spec.block_grids(block_size=4)]
+            [[[1, 0], [1, 1]], [[0, 0], [0, 0]]]
+        """
+        bs = normalize_block_size(block_size)
+        if self.relation is not None:
+            return self.relation.block_grids(*bs, device=resolve_device(device))
+        return grids_from_block_mask(self.block_mask(device, bs))
+
     # -- identity and combination ------------------------------------------------------------
-    @property
+    @cached_property
     def cache_key(self) -> Hashable:
         """What identifies this mask: name, parameters, lengths and origin.
 
         Two ``get_mask`` calls with the same name and parameters give equal keys (they share
         cached BlockMasks); re-registering the name changes the origin, so masks built by the old
         factory are never served for the new one. A spec built by hand (no origin) is keyed by
-        its own identity.
+        a token of its own, which the key holds (so it is never reused while the key lives).
         """
-        key = self.__dict__.get("_cache_key")
-        if key is not None:  # worked out once: a training step looks it up every call
-            return key
-        origin = self.origin
-        if origin is None:
-            origin = ("by-hand", next(_BY_HAND_TOKENS))
-        key = (self.name, _freeze(dict(self.params)), self.q_len, self.kv_len, origin)
-        object.__setattr__(self, "_cache_key", key)
-        return key
+        origin = self.origin if self.origin is not None else ("by-hand", object())
+        return (self.name, _freeze(dict(self.params)), self.q_len, self.kv_len, origin)
 
-    def sparsity(self, block_size: BlockSize = 128) -> float:
-        """Share of blocks skipped entirely, in percent (torch's ``BlockMask.sparsity``)."""
-        return float(self.block_mask("cpu", block_size).sparsity())
+    def sparsity(self, block_size: BlockSize = DEFAULT_BLOCK_SIZE) -> float:
+        """Share of blocks skipped entirely, in percent (0 to 100).
+
+        Unlike torch's ``BlockMask.sparsity()``, which compares the computed blocks' area with
+        ``q_len * kv_len`` and so turns negative when padding outweighs the skipped blocks, this
+        counts blocks of the grid.
+
+        Example:
+            >>> from flexframe import get_mask
+            >>> get_mask("causal-frame", num_frames=4, num_patches_per_frame=1).sparsity(1)
+            37.5
+        """
+        partial, full = self.block_grids(block_size)
+        return 100.0 * (1.0 - float((partial | full).sum()) / partial.numel())
 
     def _combine(self, other: MaskSpec, op: str) -> MaskSpec:
         if not isinstance(other, MaskSpec):
@@ -241,22 +296,24 @@ class MaskSpec:
         def factory(device: torch.device) -> MaskMod:
             return combine(a.mask_mod_for(device), b.mask_mod_for(device))
 
-        same_frames = a.num_patches_per_frame == b.num_patches_per_frame
-        # Explicit frame times win over implicit ones (the frame index); two that disagree
-        # leave the combination without times.
-        times = a.frame_times if b.frame_times in (None, a.frame_times) else None
-        if a.frame_times is None:
-            times = b.frame_times
+        # A mask without frames (token-causal, full) keeps the other's frames and times; two
+        # frame layouts that disagree leave the combination without either.
+        frames = (a.num_patches_per_frame, b.num_patches_per_frame)
+        if None in frames or frames[0] == frames[1]:
+            p = frames[0] if frames[0] is not None else frames[1]
+            times = _combined_times(a, b)
+        else:
+            p, times = None, None
         return MaskSpec(
             name=f"({a.name} {op} {b.name})",
             params={"left": dict(a.params), "right": dict(b.params)},
             q_len=a.q_len,
             kv_len=a.kv_len,
             mod_factory=factory,
-            num_patches_per_frame=a.num_patches_per_frame if same_frames else None,
+            num_patches_per_frame=p,
             description=f"{a.name} {'and' if op == '&' else 'or'} {b.name}",
             origin=(op, a.cache_key, b.cache_key),
-            frame_times=times if same_frames else None,
+            frame_times=times,
         )
 
     def __and__(self, other: MaskSpec) -> MaskSpec:
@@ -265,125 +322,22 @@ class MaskSpec:
     def __or__(self, other: MaskSpec) -> MaskSpec:
         return self._combine(other, "|")
 
-    # -- Jupyter ---------------------------------------------------------------------------------
-    # Pictures live in flexframe.viz, which depends on this module; the import is deferred to
-    # the call so that masks stay importable without drawing anything.
-    def _repr_png_(self) -> tuple[bytes, dict[str, int]]:
-        # The PNG may hold more pixels than the figure's size (every cell gets whole pixels);
-        # the metadata asks Jupyter to show it at the figure's size.
-        from flexframe.viz import mask_to_png_with_size
-
-        return mask_to_png_with_size(self)
-
-    def _repr_markdown_(self) -> str:
-        from flexframe.viz import mask_summary
-
-        return "```\n" + mask_summary(self) + "\n```"
-
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"MaskSpec({self.name}: {params}; q_len={self.q_len}, kv_len={self.kv_len})"
 
 
-# -- the generic builder and the cache ---------------------------------------------------------
-_compiled_create_block_mask: Callable[..., BlockMask] | None = None
+def _combined_times(a: MaskSpec, b: MaskSpec) -> tuple[int, ...] | None:
+    """Explicit frame times win over implicit ones (the frame index); two that disagree leave
+    the combination without times."""
+    if a.frame_times is None:
+        return b.frame_times
+    if b.frame_times is None or b.frame_times == a.frame_times:
+        return a.frame_times
+    return None
 
 
-def _create_block_mask_generic(
-    mod: MaskMod, q_len: int, kv_len: int, device: torch.device, block_size: tuple[int, int]
-) -> BlockMask:
-    """torch's ``create_block_mask``; compiled on GPUs so that it never holds the N x N mask.
-
-    The eager builder materializes ``[q_len, kv_len]`` (128 GiB at 128K tokens); the compiled one
-    fuses the mask evaluation into the block reduction. On the CPU compilation costs more than
-    it saves at the lengths a CPU handles, so the eager builder is used there.
-    """
-    global _compiled_create_block_mask
-    if device.type == "cpu":
-        return create_block_mask(mod, 1, 1, q_len, kv_len, device=device, BLOCK_SIZE=block_size)
-    if _compiled_create_block_mask is None:
-        _compiled_create_block_mask = torch.compile(create_block_mask)
-    return _compiled_create_block_mask(
-        mod, 1, 1, q_len, kv_len, device=device, BLOCK_SIZE=block_size
-    )
-
-
-class _LRUCache:
-    """A small thread-safe least-recently-used map."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, BlockMask] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable) -> BlockMask | None:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-            return None
-
-    def put(self, key: Hashable, value: BlockMask) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            self._evict()
-
-    def resize(self, maxsize: int) -> None:
-        with self._lock:
-            self.maxsize = maxsize
-            self._evict()
-
-    def _evict(self) -> None:
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-    def clear(self, name: str | None = None) -> None:
-        with self._lock:
-            if name is None:
-                self._data.clear()
-            else:
-                for key in [k for k in self._data if k[0][0] == name]:
-                    del self._data[key]
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-_BLOCK_MASK_CACHE = _LRUCache(maxsize=64)
-
-
-def clear_block_mask_cache(name: str | None = None) -> None:
-    """Forget cached BlockMasks: all of them, or those of one mask name.
-
-    Example:
-        >>> from flexframe import clear_block_mask_cache
-        >>> clear_block_mask_cache()
-    """
-    _BLOCK_MASK_CACHE.clear(name)
-
-
-def set_block_mask_cache_size(maxsize: int) -> None:
-    """Bound the BlockMask cache to ``maxsize`` entries (default 64); 0 disables caching.
-
-    Example:
-        >>> from flexframe import set_block_mask_cache_size
-        >>> set_block_mask_cache_size(64)
-    """
-    _BLOCK_MASK_CACHE.resize(check_int("maxsize", maxsize, minimum=0))
-
-
-def block_mask_cache_info() -> dict[str, int]:
-    """Hits, misses, current size and bound of the BlockMask cache.
-
-    Example:
-        >>> from flexframe import block_mask_cache_info
-        >>> sorted(block_mask_cache_info())
-        ['hits', 'maxsize', 'misses', 'size']
-    """
-    c = _BLOCK_MASK_CACHE
-    return {"hits": c.hits, "misses": c.misses, "size": len(c), "maxsize": c.maxsize}
+@functools.cache
+def _compiled_create_block_mask() -> Callable[..., BlockMask]:
+    """torch's ``create_block_mask`` compiled once per process (the GPU builder)."""
+    return torch.compile(create_block_mask)

@@ -9,17 +9,14 @@ key's frame was shown no later than the query's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 
-from flexframe._checks import check_int, check_int_sequence, did_you_mean
+from flexframe._checks import check_choice, check_int, check_int_sequence
+from flexframe._vocab import WITHIN_FRAME, WithinFrame
 from flexframe.masks.closed_form import IntervalRelation, PiecewiseKey
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MaskMod, MaskSpec
-
-WithinFrame = Literal["full", "causal"]
-_WITHIN_FRAME = ("full", "causal")
 
 
 def generate_timestamp_causal_mask_mod(
@@ -39,6 +36,7 @@ def generate_timestamp_causal_mask_mod(
         [True, True, True]
     """
     p = check_int("num_patches_per_frame", num_patches_per_frame, minimum=1)
+    check_choice("within_frame", within_frame, WITHIN_FRAME)
     ts = frame_timestamps
     if within_frame == "full":
 
@@ -86,11 +84,7 @@ def timestamp_causal_mask(
                 f"timestamps must hold one value per frame: num_frames={num_frames} but "
                 f"len(timestamps)={len(ts)} ({list(ts)!r})"
             )
-    if within_frame not in _WITHIN_FRAME:
-        raise ValueError(
-            f"within_frame must be 'full' or 'causal', got {within_frame!r}."
-            f"{did_you_mean(str(within_frame), _WITHIN_FRAME)}"
-        )
+    check_choice("within_frame", within_frame, WITHIN_FRAME)
     ts_t = torch.tensor(ts, dtype=torch.int64)
     num_frames = len(ts)
     n = num_frames * p

@@ -1,12 +1,13 @@
 """`FlexFrameDecoder`: pre-norm transformer layers whose attention follows a flexframe mask.
 
 Each layer is self-attention, an optional cross-attention to a ``memory`` sequence, and an MLP,
-each behind a LayerNorm and a residual, in the shape of nanoGPT's ``Block``.
+each behind a LayerNorm and a residual, in the shape of nanoGPT's ``Block``; one
+:class:`~flexframe.nn.config.DecoderConfig` is passed down to every layer and attention.
 """
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,27 +16,21 @@ from torch import nn
 from torch.nn.attention.flex_attention import BlockMask
 from torch.utils.checkpoint import checkpoint
 
-from flexframe._checks import check_int
 from flexframe.masks import MaskSpec, get_mask
-from flexframe.nn.attention import (
-    Attention,
-    Backend,
-    MaskLike,
-    mask_is_unrestricted,
-    resolve_mask,
-)
+from flexframe.nn.attention import Attention, MaskLike, mask_lengths, resolve_mask
+from flexframe.nn.config import DecoderConfig
+from flexframe.nn.kernels import KernelPolicy
 from flexframe.nn.positions import FramePositions
-
-logger = logging.getLogger("flexframe")
 
 
 class MLP(nn.Module):
-    """Two linear layers with a GELU between, ``dim -> hidden_dim -> dim``."""
+    """Two linear layers with a GELU between, ``dim -> mlp_ratio * dim -> dim``."""
 
-    def __init__(self, dim: int, hidden_dim: int, bias: bool = False) -> None:
+    def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(dim, hidden_dim, bias=bias)
-        self.proj = nn.Linear(hidden_dim, dim, bias=bias)
+        hidden = int(config.dim * config.mlp_ratio)
+        self.fc = nn.Linear(config.dim, hidden, bias=config.bias)
+        self.proj = nn.Linear(hidden, config.dim, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(nn.functional.gelu(self.fc(x)))
@@ -44,29 +39,14 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm self-attention, optional cross-attention, and MLP, each with a residual."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        num_kv_heads: int | None,
-        head_dim: int | None,
-        mlp_ratio: float,
-        cross_attention: bool,
-        attention_backend: Backend,
-        bias: bool,
-        rotary: bool = True,
-        kernel_options: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, config: DecoderConfig, kernels: KernelPolicy | None = None) -> None:
         super().__init__()
-        attn_args = (
-            dim, num_heads, num_kv_heads, head_dim, attention_backend, bias, rotary, kernel_options
-        )  # fmt: skip
-        self.norm_self = nn.LayerNorm(dim)
-        self.self_attn = Attention(*attn_args)
-        self.norm_cross = nn.LayerNorm(dim) if cross_attention else None
-        self.cross_attn = Attention(*attn_args) if cross_attention else None
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), bias)
+        self.norm_self = nn.LayerNorm(config.dim)
+        self.self_attn = Attention(config, kernels)
+        self.norm_cross = nn.LayerNorm(config.dim) if config.cross_attention else None
+        self.cross_attn = Attention(config, kernels) if config.cross_attention else None
+        self.norm_mlp = nn.LayerNorm(config.dim)
+        self.mlp = MLP(config)
 
     def forward(
         self,
@@ -79,7 +59,19 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         h = self.norm_self(x)
         x = x + self.self_attn(h, h, mask, positions, positions)
-        if self.cross_attn is not None and memory is not None:
+        return self.finish(x, positions, memory, memory_mask, memory_positions)
+
+    def finish(
+        self,
+        x: torch.Tensor,
+        positions: FramePositions | None,
+        memory: torch.Tensor | None = None,
+        memory_mask: MaskSpec | BlockMask | None = None,
+        memory_positions: FramePositions | None = None,
+    ) -> torch.Tensor:
+        """What follows the self-attention: the cross-attention (when built) and the MLP."""
+        if self.cross_attn is not None and self.norm_cross is not None:
+            assert memory is not None and memory_mask is not None  # checked by the decoder
             x = x + self.cross_attn(
                 self.norm_cross(x), memory, memory_mask, positions, memory_positions
             )
@@ -89,22 +81,15 @@ class DecoderLayer(nn.Module):
 class FlexFrameDecoder(nn.Module):
     """A stack of pre-norm decoder layers whose attention follows a flexframe mask.
 
+    Build it from a :class:`~flexframe.nn.config.DecoderConfig` or from the same settings by
+    name (``dim``, ``depth``, ``num_heads``, ``num_kv_heads``, ``head_dim``, ``mlp_ratio``,
+    ``cross_attention``, ``attention_backend``, ``bias``, ``rotary``,
+    ``activation_checkpointing``, ``kernel_options``; see ``DecoderConfig`` for each).
+
     Args:
-        dim: model width.
-        depth: number of layers.
-        num_heads: query heads per attention.
-        num_kv_heads: key/value heads (grouped-query attention); must divide ``num_heads``.
-        head_dim: width of a head (64 and 128 are the fast ones on GPUs); default
-            ``dim // num_heads``. Frame rotary positions need a multiple of 4.
-        mlp_ratio: MLP hidden width over ``dim``.
-        cross_attention: add a cross-attention to ``memory`` in every layer.
-        attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"``; see ``flexframe.nn.attention``.
-        bias: biases in the linear layers.
-        rotary: frame+patch rotary positions in every attention (head_dim a multiple of 4).
-        activation_checkpointing: recompute each layer's activations in the backward pass
-            instead of storing them (``torch.utils.checkpoint``, non-reentrant).
-        kernel_options: flex_attention ``kernel_options`` for every attention; ``None`` takes
-            the tuned default for the device (``flexframe.nn.attention.default_kernel_options``).
+        config: the settings, or ``None`` to build them from ``settings``.
+        kernels: flex_attention's kernel policy (default: the process's).
+        **settings: ``DecoderConfig`` fields, when no ``config`` is given.
 
     Example:
         >>> import torch
@@ -120,44 +105,27 @@ class FlexFrameDecoder(nn.Module):
 
     def __init__(
         self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        mlp_ratio: float = 4.0,
-        cross_attention: bool = False,
-        attention_backend: Backend = "auto",
-        bias: bool = False,
-        rotary: bool = True,
-        activation_checkpointing: bool = False,
-        kernel_options: Mapping[str, Any] | None = None,
+        config: DecoderConfig | None = None,
+        *,
+        kernels: KernelPolicy | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        depth = check_int("depth", depth, minimum=1)
-        self.activation_checkpointing = bool(activation_checkpointing)
-        if not mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
-        self.dim = check_int("dim", dim, minimum=1)
-        self.cross_attention = bool(cross_attention)
-        self.rotary = bool(rotary)
-        self._warned_no_positions = False
-        self.layers = nn.ModuleList(
-            DecoderLayer(
-                dim,
-                num_heads,
-                num_kv_heads,
-                head_dim,
-                mlp_ratio,
-                cross_attention,
-                attention_backend,
-                bias,
-                rotary,
-                kernel_options,
+        if config is None:
+            config = DecoderConfig(**settings)
+        elif not isinstance(config, DecoderConfig):
+            raise TypeError(
+                f"FlexFrameDecoder takes a DecoderConfig or its settings by name (dim=..., "
+                f"depth=..., num_heads=...), got {config!r} as its first argument"
             )
-            for _ in range(depth)
-        )
-        self.norm = nn.LayerNorm(dim)
+        elif settings:
+            raise TypeError(
+                f"pass a DecoderConfig or settings by name, not both (got {sorted(settings)})"
+            )
+        self.config = config
+        self.dim = config.dim
+        self.layers = nn.ModuleList(DecoderLayer(config, kernels) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim)
 
     def forward(
         self,
@@ -176,59 +144,99 @@ class FlexFrameDecoder(nn.Module):
             x: the token sequence.
             mask: the self-attention mask: a ``MaskSpec``, a ``BlockMask``, a registry name
                 (with ``mask_params``) or a mapping ``{"name": ..., **params}``.
-            memory: ``[B, M, dim]`` for the cross-attention (needs ``cross_attention=True``).
+            memory: ``[B, M, dim]`` for the cross-attention; required when the decoder was
+                built with ``cross_attention=True``, refused otherwise.
             memory_mask: the ``[N, M]`` cross-attention mask. Required unless the self-attention
                 mask is ``full``: under any causal mask an unmasked cross-attention would let
                 every query read all of ``memory``, future frames included.
             mask_params: parameters when ``mask`` is a registry name.
             positions: per-token frame and patch positions; by default derived from the mask
-                (timestamps for ``timestamp-causal``; none for a bare ``BlockMask``).
+                (timestamps for ``timestamp-causal``). A bare ``BlockMask`` carries none: pass
+                them, or the rotary positions are skipped (with a warning).
             memory_positions: positions of the memory tokens; rotary positions are applied in
                 the cross-attention only when both ``positions`` and these are known.
         """
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must be [B, N, {self.dim}], got shape {tuple(x.shape)}")
-        spec = resolve_mask(mask, mask_params)
+        spec = self._check_input(x, mask, mask_params)
         if positions is None and isinstance(spec, MaskSpec):
             positions = FramePositions.from_mask(spec)
-        if positions is None and self.rotary and not self._warned_no_positions:
-            self._warned_no_positions = True
-            logger.warning(
+        if positions is None and self.config.rotary:
+            warnings.warn(
                 "FlexFrameDecoder got a bare BlockMask and no positions: it carries no frame "
                 "times, so the rotary frame+patch positions are skipped. Pass the MaskSpec, or "
-                "positions=FramePositions.from_mask(spec)."
+                "positions=FramePositions.from_mask(spec).",
+                UserWarning,
+                stacklevel=2,
             )
-        cross = None
-        if memory is not None:
-            if not self.cross_attention:
-                raise ValueError(
-                    "memory was given but this decoder has no cross-attention; build it with "
-                    "cross_attention=True"
-                )
-            if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != self.dim:
-                raise ValueError(
-                    f"memory must be [B={x.shape[0]}, M, {self.dim}], got {tuple(memory.shape)}"
-                )
-            if memory_mask is None:
-                if not mask_is_unrestricted(spec):
-                    name = spec.name if isinstance(spec, MaskSpec) else "BlockMask"
-                    raise ValueError(
-                        f"cross-attention without a memory_mask is refused: the self-attention "
-                        f"mask {name!r} is causal, and an unmasked cross-attention lets every "
-                        "query read all of memory, future frames included (how the seed "
-                        "design's predictor, tgt=x, memory=x, leaks). Pass memory_mask: the same "
-                        "mask when memory holds the same frames, or get_mask('full', "
-                        f"seq_len={x.shape[1]}, kv_len={memory.shape[1]}) to allow all of it."
-                    )
-                memory_mask = get_mask("full", seq_len=x.shape[1], kv_len=memory.shape[1])
-            cross = resolve_mask(memory_mask)
-        elif memory_mask is not None:
-            raise ValueError("memory_mask was given without memory")
+        cross = self._cross_mask(x, spec, memory, memory_mask)
         for layer in self.layers:
-            if self.activation_checkpointing and torch.is_grad_enabled():
+            if self.config.activation_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(
                     layer, x, spec, positions, memory, cross, memory_positions, use_reentrant=False
                 )
             else:
                 x = layer(x, spec, positions, memory, cross, memory_positions)
         return self.norm(x)
+
+    def _check_input(
+        self, x: torch.Tensor, mask: MaskLike, mask_params: Mapping[str, Any] | None
+    ) -> MaskSpec | BlockMask:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be [B, N, {self.dim}], got {shape}")
+        weight = self.norm.weight
+        if x.is_floating_point() and x.dtype != weight.dtype and not torch.is_autocast_enabled(
+            x.device.type
+        ):
+            raise TypeError(
+                f"x is {x.dtype} but the decoder's weights are {weight.dtype}: cast the decoder "
+                f"(decoder.to({x.dtype})), cast x (x.to({weight.dtype})), or run under "
+                f"torch.autocast('{x.device.type}', dtype={x.dtype})"
+            )
+        spec = resolve_mask(mask, mask_params)
+        q_len, kv_len = mask_lengths(spec)
+        if (q_len, kv_len) != (x.shape[1], x.shape[1]):
+            raise ValueError(
+                f"the mask is [{q_len}, {kv_len}] (queries, keys) but x has {x.shape[1]} "
+                f"tokens, so {x.shape[1]} queries and {x.shape[1]} keys"
+            )
+        return spec
+
+    def _cross_mask(
+        self,
+        x: torch.Tensor,
+        spec: MaskSpec | BlockMask,
+        memory: torch.Tensor | None,
+        memory_mask: MaskLike | None,
+    ) -> MaskSpec | BlockMask | None:
+        if memory is None:
+            if self.config.cross_attention:
+                raise ValueError(
+                    "this decoder was built with cross_attention=True, so every call needs "
+                    "memory ([B, M, dim]) and its memory_mask; build it with "
+                    "cross_attention=False for self-attention alone"
+                )
+            if memory_mask is not None:
+                raise ValueError("memory_mask was given without memory")
+            return None
+        if not self.config.cross_attention:
+            raise ValueError(
+                "memory was given but this decoder has no cross-attention; build it with "
+                "cross_attention=True"
+            )
+        if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != self.dim:
+            raise ValueError(
+                f"memory must be [B={x.shape[0]}, M, {self.dim}], got {tuple(memory.shape)}"
+            )
+        if memory_mask is None:
+            if not (isinstance(spec, MaskSpec) and spec.name == "full"):
+                name = spec.name if isinstance(spec, MaskSpec) else "BlockMask"
+                raise ValueError(
+                    f"cross-attention without a memory_mask is refused: the self-attention "
+                    f"mask {name!r} is causal, and an unmasked cross-attention lets every "
+                    "query read all of memory, future frames included (how the seed "
+                    "design's predictor, tgt=x, memory=x, leaks). Pass memory_mask: the same "
+                    "mask when memory holds the same frames, or get_mask('full', "
+                    f"seq_len={x.shape[1]}, kv_len={memory.shape[1]}) to allow all of it."
+                )
+            memory_mask = get_mask("full", seq_len=x.shape[1], kv_len=memory.shape[1])
+        return resolve_mask(memory_mask)

@@ -8,31 +8,23 @@ meaning; the rest are flexframe's. Unknown keys are an error that suggests the c
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from flexframe._checks import check_int, close_matches, did_you_mean
+from flexframe._checks import check_choice
+from flexframe._config import check_settings, from_mapping, read_yaml, setting
+from flexframe._vocab import (
+    ATTENTION_BACKENDS,
+    FAST_SLOW_DEFAULTS,
+    FAST_SLOW_KEYS,
+    LOSS_TYPES,
+    MERGE_STRATEGIES,
+    PRESET_NAMES,
+)
 from flexframe.masks import list_masks
-from flexframe.sampling import FAST_SLOW_PRESETS, get_fast_slow_preset
-
-LOSS_TYPES = ("mse", "smooth_l1", "cosine")
-MERGE_STRATEGIES = ("concat", "interleave")
-_FAST_SLOW_KEYS = ("fast_stride", "slow_stride", "num_fast", "num_slow")
-_FAST_SLOW_DEFAULTS = {"fast_stride": 1, "slow_stride": 4, "num_fast": 8, "num_slow": 8}
-
-
-def _check_number(key: str, value: Any) -> None:
-    """A real, finite number (not a bool, not a string, not nan or inf)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{key} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{key} must be a finite number, got {value!r}")
+from flexframe.sampling import get_fast_slow_preset
 
 
 @dataclass
@@ -69,59 +61,40 @@ class AutoregressiveReconstructionConfig:
         (True, 8, 4)
     """
 
-    embedding_dim: int = 1152
-    loss_weight: float = 0.1
-    use_frame_causal_mask: bool = True
-    use_fast_slow_frames: bool | None = None
-    fast_stride: int | None = None
-    slow_stride: int | None = None
-    num_fast: int | None = None
-    num_slow: int | None = None
-    preset: str | None = None
-    merge_strategy: str = "concat"
-    mask: str | None = None
-    window_size: int | None = None
-    predictor_dim: int = 256
-    predictor_depth: int = 2
-    predictor_heads: int = 4
-    predictor_kv_heads: int | None = None
-    mlp_ratio: float = 4.0
-    loss_type: str = "mse"
-    normalize_targets: bool = False
-    attention_backend: str = "auto"
-    activation_checkpointing: bool = False
-    patch_size: int = 14
+    embedding_dim: int = setting(1152, "width of the tower's features", "int", minimum=1)
+    loss_weight: float = setting(0.1, "factor on the loss", "float", low=0.0)
+    use_frame_causal_mask: bool = setting(True, "frame-causal (or token-causal) mask", "bool")
+    use_fast_slow_frames: bool | None = setting(None, "fast/slow frames", "bool?")
+    fast_stride: int | None = setting(None, "frames between fast frames", "int?", minimum=1)
+    slow_stride: int | None = setting(None, "frames between slow frames", "int?", minimum=1)
+    num_fast: int | None = setting(None, "fast frames", "int?", minimum=1)
+    num_slow: int | None = setting(None, "slow frames", "int?", minimum=1)
+    preset: str | None = setting(None, "fast/slow preset", "str?")
+    merge_strategy: str = setting(
+        "concat", "fast/slow order", "choice", choices=MERGE_STRATEGIES
+    )
+    mask: str | None = setting(None, "a registry mask name", "str?")
+    window_size: int | None = setting(None, "frames back (sliding-window)", "int?", minimum=0)
+    predictor_dim: int = setting(256, "predictor width", "int", minimum=1)
+    predictor_depth: int = setting(2, "predictor layers", "int", minimum=1)
+    predictor_heads: int = setting(4, "predictor heads", "int", minimum=1)
+    predictor_kv_heads: int | None = setting(None, "predictor key/value heads", "int?", minimum=1)
+    mlp_ratio: float = setting(4.0, "MLP width over dim", "float", low=0.0, strict_low=True)
+    loss_type: str = setting("mse", "training loss", "choice", choices=LOSS_TYPES)
+    normalize_targets: bool = setting(False, "normalise each target patch", "bool")
+    attention_backend: str = setting(
+        "auto", "auto, flex or sdpa", "choice", choices=ATTENTION_BACKENDS
+    )
+    activation_checkpointing: bool = setting(False, "recompute the predictor's layers", "bool")
+    patch_size: int = setting(14, "patch size of the pixels tower", "int", minimum=1)
 
     def __post_init__(self) -> None:
-        self.embedding_dim = check_int("embedding_dim", self.embedding_dim, minimum=1)
-        _check_number("loss_weight", self.loss_weight)
-        if self.loss_weight < 0:
-            raise ValueError(f"loss_weight must be >= 0, got {self.loss_weight}")
-        for key in ("use_frame_causal_mask", "normalize_targets", "activation_checkpointing"):
-            _check_bool(key, getattr(self, key))
-        if self.use_fast_slow_frames is not None:
-            _check_bool("use_fast_slow_frames", self.use_fast_slow_frames)
+        check_settings(self)
         self._apply_preset()
-        for key in _FAST_SLOW_KEYS:
-            setattr(self, key, check_int(key, getattr(self, key), minimum=1))
-        _check_choice("merge_strategy", self.merge_strategy, MERGE_STRATEGIES)
-        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
-        _check_choice("attention_backend", self.attention_backend, ("auto", "flex", "sdpa"))
         if self.mask is not None:
-            _check_choice("mask", self.mask, list_masks())
-        if self.window_size is not None:
-            self.window_size = check_int("window_size", self.window_size, minimum=0)
+            check_choice("mask", self.mask, list_masks())
         if self.mask == "sliding-window" and self.window_size is None:
             raise ValueError("mask='sliding-window' needs window_size (frames back), got None")
-        for key in ("predictor_dim", "predictor_depth", "predictor_heads", "patch_size"):
-            setattr(self, key, check_int(key, getattr(self, key), minimum=1))
-        if self.predictor_kv_heads is not None:
-            self.predictor_kv_heads = check_int(
-                "predictor_kv_heads", self.predictor_kv_heads, minimum=1
-            )
-        _check_number("mlp_ratio", self.mlp_ratio)
-        if not self.mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         # The predictor's heads: checked here so that the message names the config keys.
         dim, heads = self.predictor_dim, self.predictor_heads
         if dim % heads or (dim // heads) % 4:
@@ -138,13 +111,13 @@ class AutoregressiveReconstructionConfig:
 
     def _apply_preset(self) -> None:
         if self.preset is not None:
-            _check_choice("preset", self.preset, tuple(FAST_SLOW_PRESETS))
+            check_choice("preset", self.preset, PRESET_NAMES)
             preset = get_fast_slow_preset(self.preset)
             wanted = {"use_fast_slow_frames": preset.use_fast_slow_frames}
             if preset.use_fast_slow_frames:
                 wanted.update(preset.sampler_kwargs())
             else:
-                given = [k for k in _FAST_SLOW_KEYS if getattr(self, k) is not None]
+                given = [k for k in FAST_SLOW_KEYS if getattr(self, k) is not None]
                 if given:
                     raise ValueError(
                         f"preset {self.preset!r} uses all frames (no fast/slow sampling), so "
@@ -161,40 +134,26 @@ class AutoregressiveReconstructionConfig:
                 setattr(self, key, value)
         if self.use_fast_slow_frames is None:
             self.use_fast_slow_frames = False
-        for key, default in _FAST_SLOW_DEFAULTS.items():
+        for key, default in FAST_SLOW_DEFAULTS.items():
             if getattr(self, key) is None:
                 setattr(self, key, default)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AutoregressiveReconstructionConfig:
-        """Build from a mapping; an unknown key raises ``KeyError`` suggesting the closest one.
+        """Build from a mapping; an unknown key raises ``ValueError`` naming the closest one.
 
         Example:
             >>> AutoregressiveReconstructionConfig.from_dict({"embeding_dim": 8})
             Traceback (most recent call last):
             ...
-            KeyError: "unknown config key 'embeding_dim'. Did you mean 'embedding_dim'? ..."
+            ValueError: unknown setting 'embeding_dim' in the config. Did you mean 'embedding_dim'? ...
         """
-        if not isinstance(values, Mapping):
-            raise TypeError(f"config must be a mapping, got {type(values).__name__}")
-        known = [f.name for f in fields(cls)]
-        for key in values:
-            if key not in known:
-                hits = close_matches(str(key), known)
-                hint = f" Did you mean {hits[0]!r}?" if hits else ""
-                raise KeyError(f"unknown config key {key!r}.{hint} Known keys: {', '.join(known)}")
-        return cls(**dict(values))
+        return from_mapping(cls, values)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> AutoregressiveReconstructionConfig:
         """Build from a YAML file whose top level is a mapping of config keys."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {str(path)!r}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, Mapping):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values")
-        return cls.from_dict(values)
+        return from_mapping(cls, read_yaml(path), source=f"config file '{path}'")
 
     @classmethod
     def from_any(
@@ -212,19 +171,18 @@ class AutoregressiveReconstructionConfig:
             f"got {type(config).__name__}"
         )
 
+    def fast_slow(self) -> dict[str, int] | None:
+        """The sampler's four numbers (``FAST_SLOW_KEYS``) when fast/slow frames are on, else
+        ``None``.
+
+        Example:
+            >>> AutoregressiveReconstructionConfig(preset="medium").fast_slow()
+            {'fast_stride': 1, 'slow_stride': 4, 'num_fast': 8, 'num_slow': 8}
+        """
+        if not self.use_fast_slow_frames:
+            return None
+        return {key: getattr(self, key) for key in FAST_SLOW_KEYS}
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (presets already resolved)."""
         return dataclasses.asdict(self)
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be true or false, got {value!r}")
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}."
-            f"{did_you_mean(str(value), choices)}"
-        )

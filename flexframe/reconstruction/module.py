@@ -17,9 +17,9 @@ Leak-free by construction:
 
 from __future__ import annotations
 
-import logging
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +30,10 @@ from torch import nn
 
 from flexframe._checks import check_int
 from flexframe.masks import MaskSpec, get_mask, get_mask_entry
-from flexframe.nn import FlexFrameDecoder, FramePositions
+from flexframe.nn import DecoderConfig, FlexFrameDecoder, FramePositions
 from flexframe.reconstruction.config import AutoregressiveReconstructionConfig
 from flexframe.reconstruction.layout import FrameLayout
 from flexframe.reconstruction.towers import make_tower
-
-logger = logging.getLogger("flexframe")
 
 # Masks whose visibility follows time on a layout in time order (all frames, no fast/slow).
 _CAUSAL_IN_ORDER = {"causal-frame", "sliding-window", "token-causal", "packed-causal-frame"}
@@ -84,13 +82,15 @@ class AutoregressiveReconstructionModule(nn.Module):
         self.tower = make_tower(vision_tower, config.patch_size)
         self.input_proj = nn.Linear(hidden_size, config.predictor_dim)
         self.predictor = FlexFrameDecoder(
-            config.predictor_dim,
-            config.predictor_depth,
-            config.predictor_heads,
-            num_kv_heads=config.predictor_kv_heads,
-            mlp_ratio=config.mlp_ratio,
-            attention_backend=config.attention_backend,
-            activation_checkpointing=config.activation_checkpointing,
+            DecoderConfig(
+                dim=config.predictor_dim,
+                depth=config.predictor_depth,
+                num_heads=config.predictor_heads,
+                num_kv_heads=config.predictor_kv_heads,
+                mlp_ratio=config.mlp_ratio,
+                attention_backend=config.attention_backend,
+                activation_checkpointing=config.activation_checkpointing,
+            )
         )
         self.output_proj = nn.Linear(config.predictor_dim, config.embedding_dim)
         # Built once per clip length (and tokens per frame), not at every training step.
@@ -118,15 +118,7 @@ class AutoregressiveReconstructionModule(nn.Module):
         layout = self._layouts.get(num_frames)
         if layout is None:
             cfg = self.config
-            fast_slow = None
-            if cfg.use_fast_slow_frames:
-                fast_slow = {
-                    "fast_stride": cfg.fast_stride,
-                    "slow_stride": cfg.slow_stride,
-                    "num_fast": cfg.num_fast,
-                    "num_slow": cfg.num_slow,
-                }
-            layout = FrameLayout.build(num_frames, fast_slow, cfg.merge_strategy)
+            layout = FrameLayout.build(num_frames, cfg.fast_slow(), cfg.merge_strategy)
             self._layouts[num_frames] = layout
         return layout
 
@@ -228,17 +220,18 @@ class AutoregressiveReconstructionModule(nn.Module):
                 if name != "fast-slow"
                 else "fast frames see slow frames shown later in time"
             )
-            logger.warning(
-                "mask %r leaks the future for next-frame prediction on this layout: %s. Use "
-                "'timestamp-causal' for a leak-free predictor.",
-                name,
-                why,
+            warnings.warn(
+                f"mask {name!r} leaks the future for next-frame prediction on this layout: "
+                f"{why}. Use 'timestamp-causal' for a leak-free predictor.",
+                UserWarning,
+                stacklevel=4,
             )
         else:
-            logger.warning(
-                "mask %r is not a built-in causal mask: flexframe cannot vouch that it keeps "
-                "the future out of next-frame prediction.",
-                name,
+            warnings.warn(
+                f"mask {name!r} is not a built-in causal mask: flexframe cannot vouch that it "
+                "keeps the future out of next-frame prediction.",
+                UserWarning,
+                stacklevel=4,
             )
 
     # -- the loss ---------------------------------------------------------------------------

@@ -1,0 +1,353 @@
+"""Which attention runs: the backend (flex or sdpa) and flex_attention's kernel.
+
+**Backend.** :func:`resolve_backend` gives ``"auto"`` its one meaning: ``flex`` on a CUDA
+device, ``sdpa`` on the CPU (FlexAttention has no backward pass on the CPU, and its CPU kernel
+takes tens of seconds to compile per shape). Ask for ``"flex"`` to run FlexAttention's CPU kernel
+in inference.
+
+**Kernel.** A :class:`KernelPolicy` owns the choice of flex_attention's ``kernel_options`` and
+all the state that choice keeps in a process: its compiled functions, the shapes FLASH was
+compiled for and the inputs where FLASH failed. The process has one, :data:`KERNELS`; a test
+builds its own, with the hardware it pretends to have. The default options, the first that
+applies on a CUDA GPU:
+
+1. ``{"BACKEND": "FLASH"}``, FlashAttention-4 (CuTe DSL) under FlexAttention, on Hopper
+   (compute capability 9.x) when ``flash_attn.cute`` can be imported (``pip install
+   "flexframe[flash]"``), torch knows the option, the inputs are bfloat16 or float16, the head
+   dim is one of :data:`FLASH_HEAD_DIMS` and deterministic algorithms are off (its block-sparse
+   backward has no deterministic mode before Blackwell). Measured at 97-114 % of cuDNN's
+   token-causal throughput on frame masks, against 67-82 % for the Triton kernel
+   (``benchmarks/RESULTS.md``, H200, head dim 128, 16K-64K tokens).
+2. ``{"USE_TMA": True}`` on Hopper: the Triton kernel with Tensor Memory Accelerator loads.
+3. ``{}``, torch's defaults: the fallback that always works.
+
+**Compilation.** Each mask family (each mask_mod code object) gets its own compiled
+``flex_attention`` call, a function with a code object of its own: dynamo keeps a family's
+graphs, and counts its recompilations against ``recompile_limit`` (8), apart from the other
+families', so a process that runs many masks never hits the limit and silently falls back to
+the unfused, N x N-materializing eager kernel (torch warns "flex_attention called without
+torch.compile"; the test suite turns that warning into an error). No global setting is changed.
+A new BlockMask of the same shape and family reuses the compiled kernel, and from the second
+length on torch marks lengths dynamic. FLASH cannot take dynamic lengths ("captures a dynamic
+scalar"), so it is compiled with ``dynamic=False``, one kernel per input signature, for at most
+``max_flash_shapes`` signatures a policy (later ones run the Triton kernel). A default FLASH kernel that fails in its forward call
+is reported once (a ``RuntimeWarning``) and replaced by the Triton default for that (device,
+dtype, head_dim); options a caller chose are never replaced, and running out of memory is never
+a reason to fall back.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+import sys
+import types
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from flexframe._checks import check_choice, check_int, resolve_device
+from flexframe._vocab import ATTENTION_BACKENDS
+
+logger = logging.getLogger("flexframe")
+
+FLASH_HEAD_DIMS = (64, 96, 128)
+"""Head dims the FLASH default is tested with (``tests/test_cuda.py``)."""
+
+
+def resolve_backend(requested: str, device: torch.device | str) -> str:
+    """The backend ``requested`` runs on ``device``: ``"auto"`` is flex on CUDA, sdpa elsewhere.
+
+    Example:
+        >>> resolve_backend("auto", "cpu"), resolve_backend("flex", "cpu")
+        ('sdpa', 'flex')
+    """
+    check_choice("attention_backend", requested, ATTENTION_BACKENDS)
+    if requested != "auto":
+        return requested
+    return "flex" if torch.device(device).type == "cuda" else "sdpa"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the kernel choice needs to know of a device.
+
+    Attributes:
+        cuda: a CUDA GPU torch can use.
+        capability: its compute capability, ``(0, 0)`` for none.
+        flash_installed: ``flash_attn.cute`` (FlashAttention-4) can be imported.
+        known_options: the ``kernel_options`` this torch declares.
+
+    Example:
+        >>> Hardware.of(torch.device("cpu")).cuda
+        False
+    """
+
+    cuda: bool
+    capability: tuple[int, int]
+    flash_installed: bool
+    known_options: frozenset[str]
+
+    @staticmethod
+    def of(device: torch.device) -> Hardware:
+        """The hardware behind ``device``, probed."""
+        cuda = device.type == "cuda" and torch.cuda.is_available()
+        capability = torch.cuda.get_device_capability(device) if cuda else (0, 0)
+        return Hardware(cuda, tuple(capability), _flash_installed(), _known_kernel_options())
+
+
+def _flash_installed() -> bool:
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except (ImportError, ValueError):  # flash_attn absent, or a broken install
+        return False
+
+
+def _known_kernel_options() -> frozenset[str]:
+    try:
+        from torch.nn.attention.flex_attention import FlexKernelOptions
+    except ImportError:  # a torch that does not declare its kernel options
+        return frozenset()
+    return frozenset(getattr(FlexKernelOptions, "__annotations__", {}))
+
+
+def flash_available() -> bool:
+    """Whether flex_attention's FLASH backend (FlashAttention-4) can run in this process: torch
+    knows ``BACKEND`` and ``flash_attn.cute`` can be imported.
+
+    Example:
+        >>> isinstance(flash_available(), bool)
+        True
+    """
+    return _flash_installed() and "BACKEND" in _known_kernel_options()
+
+
+def _call_flex(q, k, v, block_mask, enable_gqa, kernel_options):  # noqa: ANN001, ANN202
+    return flex_attention(
+        q, k, v, block_mask=block_mask, enable_gqa=enable_gqa, kernel_options=kernel_options
+    )
+
+
+def _flex_function(name: str) -> Callable[..., torch.Tensor]:
+    """A function that calls flex_attention under a code object of its own, named ``name``:
+    dynamo keeps what it compiles for it, and counts its recompilations, apart."""
+    names = {"co_name": name}
+    if sys.version_info >= (3, 11):
+        names["co_qualname"] = name
+    code = _call_flex.__code__.replace(**names)
+    return types.FunctionType(code, _call_flex.__globals__, name)
+
+
+def _signature(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask, gqa: bool
+) -> tuple[Any, ...]:
+    """What a ``dynamic=False`` compile specializes on, as far as flexframe can see: shapes,
+    dtype, device, GQA, the BlockMask's block size and lengths, and its mask_mod's code with
+    the numbers it closes over."""
+    mod = block_mask.mask_mod
+    closure = tuple(
+        c.cell_contents
+        for c in (getattr(mod, "__closure__", None) or ())
+        if isinstance(c.cell_contents, (int, float, bool, type(None)))
+    )
+    return (
+        tuple(q.shape),
+        tuple(k.shape),
+        tuple(v.shape),
+        q.dtype,
+        str(q.device),
+        gqa,
+        tuple(block_mask.BLOCK_SIZE),
+        tuple(block_mask.seq_lengths),
+        getattr(mod, "__code__", type(mod)),
+        closure,
+    )
+
+
+class KernelPolicy:
+    """The choice of flex_attention's kernel, and the state it keeps, in one object.
+
+    Args:
+        hardware: how to learn a device's :class:`Hardware` (probed by default; a test passes
+            what it pretends to run on).
+        max_flash_shapes: input signatures the default FLASH kernel is compiled for.
+        compile: the compiler (``torch.compile``); a test may pass a stand-in.
+
+    Example:
+        >>> policy = KernelPolicy(hardware=lambda device: Hardware(True, (9, 0), True,
+        ...                                                      frozenset({"BACKEND"})))
+        >>> policy.options("cuda", torch.bfloat16, 128), policy.options("cuda", torch.float32, 128)
+        ({'BACKEND': 'FLASH'}, {})
+    """
+
+    def __init__(
+        self,
+        hardware: Callable[[torch.device], Hardware] | None = None,
+        max_flash_shapes: int = 8,
+        compile: Callable[..., Callable[..., torch.Tensor]] = torch.compile,
+    ) -> None:
+        self._probe = hardware or Hardware.of
+        self.max_flash_shapes = check_int("max_flash_shapes", max_flash_shapes, minimum=0)
+        self._compile = compile
+        self._hardware: dict[str, Hardware] = {}
+        self._compiled: dict[tuple[Any, bool], Callable[..., torch.Tensor]] = {}
+        self.flash_failed: set[tuple[str, torch.dtype, int]] = set()
+        """(device, dtype, head_dim) where the default FLASH kernel failed."""
+        self.flash_signatures: set[tuple[Any, ...]] = set()
+        """Input signatures the default FLASH path compiled for."""
+        self._said_full = False
+
+    def hardware(self, device: torch.device | str) -> Hardware:
+        """The (cached) :class:`Hardware` of ``device``."""
+        key = str(device)
+        if key not in self._hardware:
+            self._hardware[key] = self._probe(torch.device(device))
+        return self._hardware[key]
+
+    def options(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        head_dim: int | None = None,
+    ) -> dict[str, Any]:
+        """The default ``kernel_options`` for these inputs (a fresh dict); see the module doc.
+
+        Without ``dtype`` and ``head_dim``, or where FLASH failed once, the choice starts at the
+        Triton kernel.
+        """
+        hw = self.hardware(device)
+        if not hw.cuda:
+            return {}
+        hopper = hw.capability[0] == 9
+        if (
+            hopper
+            and dtype in (torch.bfloat16, torch.float16)
+            and head_dim in FLASH_HEAD_DIMS
+            and not torch.are_deterministic_algorithms_enabled()
+            and (str(device), dtype, head_dim) not in self.flash_failed
+            and hw.flash_installed
+            and "BACKEND" in hw.known_options
+        ):
+            return {"BACKEND": "FLASH"}
+        if hopper and "USE_TMA" in hw.known_options:
+            return {"USE_TMA": True}
+        return {}
+
+    def compiled(self, mask_mod: Any = None, flash: bool = False) -> Callable[..., torch.Tensor]:
+        """The compiled ``(q, k, v, block_mask, enable_gqa, kernel_options)`` call for the mask
+        family of ``mask_mod`` (its code object; ``None``: a shared one), for FLASH
+        (``dynamic=False``) or the Triton kernel; built on first use."""
+        code = getattr(mask_mod, "__code__", None)
+        key = (code, flash)
+        if key not in self._compiled:
+            family = re.sub(r"\W", "_", getattr(code, "co_name", "any"))
+            fn = _flex_function(f"flex_attention_{family}_{len(self._compiled)}")
+            self._compiled[key] = (
+                self._compile(fn, dynamic=False) if flash else self._compile(fn)
+            )
+        return self._compiled[key]
+
+    def triton(self) -> Callable[..., torch.Tensor]:
+        """The shared compiled call (Triton kernel) for masks of any family."""
+        return self.compiled()
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        block_mask: BlockMask,
+        *,
+        enable_gqa: bool = False,
+        kernel_options: Mapping[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """``flex_attention(q, k, v)`` ``[B, H, N, D]`` under ``block_mask`` with the caller's
+        ``kernel_options``, or, for ``None``, this policy's default (with FLASH's shape budget
+        and fallback, see the module docstring)."""
+        chosen_by_default = kernel_options is None
+        device = str(q.device)
+        if kernel_options is None:
+            options = self.options(device, q.dtype, q.shape[-1])
+        else:
+            options = dict(kernel_options)
+        signature = None
+        if chosen_by_default and options.get("BACKEND") == "FLASH":
+            signature = _signature(q, k, v, block_mask, enable_gqa)
+            if (
+                signature not in self.flash_signatures
+                and len(self.flash_signatures) >= self.max_flash_shapes
+            ):
+                options = self.options(device)
+                if not self._said_full:
+                    self._said_full = True
+                    logger.info(
+                        "flexframe: FLASH compiled for %d input shapes already; new shapes use "
+                        "kernel_options=%s (max_flash_shapes)",
+                        self.max_flash_shapes,
+                        options,
+                    )
+                signature = None
+        flash = options.get("BACKEND") == "FLASH"
+        try:
+            attend = self.compiled(block_mask.mask_mod, flash)
+            out = attend(q, k, v, block_mask, enable_gqa, options or None)
+        except Exception as err:
+            if not chosen_by_default or not flash or isinstance(err, torch.OutOfMemoryError):
+                raise
+            self.flash_failed.add((device, q.dtype, q.shape[-1]))
+            fallback = self.options(device)
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            message = (
+                f"flexframe: the FLASH flex_attention kernel failed on {device} for "
+                f"{q.dtype} head_dim={q.shape[-1]} ({type(err).__name__}: {first_line}); using "
+                f"kernel_options={fallback} for these from now on in this process"
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            attend = self.compiled(block_mask.mask_mod, flash=False)
+            return attend(q, k, v, block_mask, enable_gqa, fallback or None)
+        if signature is not None:
+            self.flash_signatures.add(signature)
+        return out
+
+
+KERNELS = KernelPolicy()
+"""The process's kernel policy, used by every :class:`~flexframe.nn.Attention` not given one."""
+
+
+def default_kernel_options(
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    head_dim: int | None = None,
+) -> dict[str, Any]:
+    """The flex_attention ``kernel_options`` flexframe uses by default for these inputs
+    (:data:`KERNELS`' choice; see the module docstring for the order).
+
+    Example:
+        >>> default_kernel_options("cpu", torch.bfloat16, 128)
+        {}
+    """
+    return KERNELS.options(resolve_device(device), dtype, head_dim)
+
+
+def compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """The process's shared compiled ``flex_attention`` (the Triton kernel), built on first use.
+
+    It takes ``(q, k, v, block_mask=..., enable_gqa=..., kernel_options=...)`` as
+    ``flex_attention`` does.
+
+    Example:
+        >>> compiled_flex_attention() is compiled_flex_attention()
+        True
+    """
+    return _shared_flex()
+
+
+@functools.cache
+def _shared_flex() -> Callable[..., torch.Tensor]:
+    return torch.compile(flex_attention)
