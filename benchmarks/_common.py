@@ -33,6 +33,16 @@ from flexframe.sampling import fast_slow_indices, merge_fast_slow_indices
 
 PASSES = ("fwd", "fwdbwd")
 FRAME_MASKS = ("causal-frame", "sliding-window", "timestamp-causal")
+# The masks of autoregressive video generation (and packed videos), benchmarked at the settings
+# of real models: --frames-per-chunk, --sink-frames and --num-videos.
+GENERATION_MASKS = (
+    "chunk-causal",
+    "chunk-causal-window",
+    "sliding-window-sinks",
+    "teacher-forcing",
+    "packed-causal-frame",
+)
+ALL_FRAME_MASKS = (*FRAME_MASKS, *GENERATION_MASKS)
 # fwd + bwd, with the backward counted as 2.5 forwards (FlashAttention's convention).
 FWDBWD_FACTOR = 3.5
 
@@ -65,29 +75,75 @@ def frame_spec(
     num_patches_per_frame: int,
     window_size: int,
     merge_strategy: str = "concat",
+    *,
+    frames_per_chunk: int = 3,
+    sink_frames: int = 1,
+    num_videos: int = 4,
 ) -> MaskSpec:
-    """The registered frame mask ``mask`` with the benchmark's parameters.
+    """The registered frame mask ``mask`` with the benchmark's parameters, ``num_frames`` frames
+    in all (teacher forcing: half clean, half noisy; packed: ``num_videos`` videos of near-equal
+    length).
+
+    ``chunk-causal-window`` is chunk-causal with a window of ``window_size`` chunks and one sink
+    chunk (a long rollout's training mask); ``sliding-window-sinks`` is sliding-window with
+    ``sink_frames`` sink frames.
 
     Example:
         >>> frame_spec("sliding-window", 4, 2, window_size=1).params["window_size"]
         1
+        >>> frame_spec("teacher-forcing", 6, 2, window_size=1).q_len  # 3 frames, twice
+        12
     """
+    p = num_patches_per_frame
     if mask == "causal-frame":
-        return get_mask(mask, num_frames=num_frames, num_patches_per_frame=num_patches_per_frame)
-    if mask == "sliding-window":
+        return get_mask(mask, num_frames=num_frames, num_patches_per_frame=p)
+    if mask in ("sliding-window", "sliding-window-sinks"):
+        sinks = {"sink_frames": min(sink_frames, num_frames)} if mask.endswith("sinks") else {}
         return get_mask(
-            mask,
+            "sliding-window",
             num_frames=num_frames,
-            num_patches_per_frame=num_patches_per_frame,
+            num_patches_per_frame=p,
             window_size=window_size,
+            **sinks,
         )
     if mask == "timestamp-causal":
         return get_mask(
             mask,
             timestamps=fast_slow_timestamps(num_frames, merge_strategy),
-            num_patches_per_frame=num_patches_per_frame,
+            num_patches_per_frame=p,
         )
-    raise ValueError(f"mask must be one of {FRAME_MASKS}, got {mask!r}")
+    if mask in ("chunk-causal", "chunk-causal-window"):
+        window = {"window_size": window_size, "sink_chunks": 1} if mask.endswith("window") else {}
+        return get_mask(
+            "chunk-causal",
+            num_frames=num_frames,
+            num_patches_per_frame=p,
+            frames_per_chunk=frames_per_chunk,
+            **window,
+        )
+    if mask == "teacher-forcing":
+        if num_frames < 2:
+            raise ValueError("teacher-forcing needs at least 2 frames (one clean, one noisy)")
+        return get_mask(
+            mask,
+            num_frames=num_frames // 2,
+            num_patches_per_frame=p,
+            frames_per_chunk=frames_per_chunk,
+        )
+    if mask == "packed-causal-frame":
+        videos = max(1, min(num_videos, num_frames))
+        counts = [num_frames // videos + (i < num_frames % videos) for i in range(videos)]
+        return get_mask(mask, frames_per_video=counts, num_patches_per_frame=p)
+    raise ValueError(f"mask must be one of {ALL_FRAME_MASKS}, got {mask!r}")
+
+
+def frame_options(args: Any) -> dict[str, int]:
+    """The generation masks' keyword arguments of :func:`frame_spec` from parsed arguments."""
+    return {
+        "frames_per_chunk": getattr(args, "frames_per_chunk", 3),
+        "sink_frames": getattr(args, "sink_frames", 1),
+        "num_videos": getattr(args, "num_videos", 4),
+    }
 
 
 # -- environment -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from flexframe import MaskSpec, get_mask
 from flexframe.sampling import MERGE_STRATEGIES
 
 FRAME_MASKS = C.FRAME_MASKS
-MASKS = (*FRAME_MASKS, "token-causal")
+MASKS = (*C.ALL_FRAME_MASKS, "token-causal")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Relative-error bounds against the fp32 reference, by input dtype.
 DEFAULT_TOL = {torch.bfloat16: 2e-2, torch.float16: 1e-2, torch.float32: 1e-3}
@@ -396,7 +396,10 @@ def prepare(ctx: Context, group: Group, variant: str, kind: str) -> Prepared:
         if group.padded_patches is None:
             raise Unavailable("frames are already a multiple of the block size")
         pp, nf = group.padded_patches, group.num_frames
-        padded = C.frame_spec(group.mask, nf, pp, ctx.args.window_size, ctx.args.timestamp_merge)
+        padded = C.frame_spec(
+            group.mask, nf, pp, ctx.args.window_size, ctx.args.timestamp_merge,
+            **C.frame_options(ctx.args),
+        )  # fmt: skip
         padded = padded & key_padding_spec(nf, group.patches, pp)
         block_mask = padded.block_mask(device, ctx.args.block_size)
         layout = padded_layout(nf, group.patches, pp).to(device)
@@ -638,7 +641,10 @@ def make_groups(ctx: Context, n: int) -> list[Group]:
         for mask in args.masks:
             if mask == "token-causal":
                 continue
-            spec = C.frame_spec(mask, num_frames, patches, args.window_size, args.timestamp_merge)
+            spec = C.frame_spec(
+                mask, num_frames, patches, args.window_size, args.timestamp_merge,
+                **C.frame_options(args),
+            )  # fmt: skip
             groups.append(Group(n, patches, mask, spec, num_frames, padded))
     return groups
 
@@ -1023,6 +1029,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patches", type=int, nargs="+", help="patches a frame (default 256 196 729)")
     p.add_argument("--masks", nargs="+", choices=MASKS, help=f"default: {' '.join(FRAME_MASKS)}")
     p.add_argument("--window-size", type=int, default=8, help="sliding-window frames back")
+    p.add_argument("--frames-per-chunk", type=int, default=3, help="chunk-causal, teacher-forcing")
+    p.add_argument("--sink-frames", type=int, default=1, help="sliding-window-sinks")
+    p.add_argument("--num-videos", type=int, default=4, help="packed-causal-frame")
     p.add_argument("--timestamp-merge", default="concat", choices=MERGE_STRATEGIES)
     p.add_argument("--heads", type=int)
     p.add_argument("--head-dim", type=int)

@@ -4,10 +4,8 @@ Builders, each timed on its own (median wall-clock ms, the device synchronized a
 warm-up excluded):
 
 - ``closed-form``: ``flexframe.masks.closed_form.build_block_mask``, the uncached builder behind
-  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work); it writes the indices from the
-  ends of each block row's runs of blocks (``method="intervals"``);
-- ``closed-form-grids``: the same builder made to form the partial/full grids and order them with
-  prefix sums (``method="grids"``, what any relation can use);
+  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work): block bounds on the host, the
+  partial/full grids formed on the device and ordered with prefix sums;
 - ``closed-form-cached``: ``spec.block_mask(device)`` once it is cached (what a training step
   pays after its first call);
 - ``eager``: ``torch.nn.attention.flex_attention.create_block_mask`` (materializes N x N);
@@ -41,7 +39,7 @@ from flexframe import clear_block_mask_cache
 from flexframe.masks.closed_form import build_block_mask
 from flexframe.sampling import MERGE_STRATEGIES
 
-BUILDERS = ("closed-form", "closed-form-grids", "closed-form-cached", "eager", "compiled")
+BUILDERS = ("closed-form", "closed-form-cached", "eager", "compiled")
 REFERENCE_ORDER = ("eager", "compiled")  # torch's own builders, the definition to match
 
 
@@ -104,9 +102,6 @@ def make_builders(
     bs = (block_size, block_size)
     return {
         "closed-form": lambda: build_block_mask(spec.relation, mod, bs, device),
-        "closed-form-grids": lambda: build_block_mask(
-            spec.relation, mod, bs, device, method="grids"
-        ),
         "closed-form-cached": lambda: spec.block_mask(device, block_size, builder="closed-form"),
         "eager": lambda: create_block_mask(mod, 1, 1, n_q, n_kv, device=device, BLOCK_SIZE=bs),
         "compiled": lambda: compiled(mod, 1, 1, n_q, n_kv, device=device, BLOCK_SIZE=bs),
@@ -140,7 +135,9 @@ def run_point(
     num_frames = n // patches
     if num_frames < 1:
         raise ValueError(f"--seq-lens {n} is shorter than one frame of --patches {patches}")
-    spec = C.frame_spec(mask, num_frames, patches, args.window_size, args.timestamp_merge)
+    spec = C.frame_spec(
+        mask, num_frames, patches, args.window_size, args.timestamp_merge, **C.frame_options(args)
+    )
     tokens = spec.q_len
     builders = make_builders(spec, args.block_size, device, compiled)
     rows: dict[str, dict[str, Any]] = {}
@@ -298,8 +295,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seq-lens", type=int, nargs="+", help="default 16384 32768 65536 131072")
     p.add_argument("--patches", type=int, nargs="+", help="patches a frame (default 256 196 729)")
-    p.add_argument("--masks", nargs="+", choices=C.FRAME_MASKS, default=["causal-frame"])
+    p.add_argument("--masks", nargs="+", choices=C.ALL_FRAME_MASKS, default=["causal-frame"])
     p.add_argument("--window-size", type=int, default=8)
+    p.add_argument("--frames-per-chunk", type=int, default=3, help="chunk-causal, teacher-forcing")
+    p.add_argument("--sink-frames", type=int, default=1, help="sliding-window-sinks")
+    p.add_argument("--num-videos", type=int, default=4, help="packed-causal-frame")
     p.add_argument("--timestamp-merge", default="concat", choices=MERGE_STRATEGIES)
     p.add_argument("--builders", nargs="+", choices=BUILDERS, default=list(BUILDERS))
     p.add_argument("--block-size", type=int, default=128)

@@ -5,7 +5,8 @@ The public surface, each name importable from ``flexframe``:
 - masks by name: ``get_mask``, ``list_masks``, ``register_mask``, ``get_mask_entry``,
   ``MaskSpec``, the ``generate_*`` mask_mod factories and the BlockMask cache controls;
 - fast/slow sampling: ``fast_slow_indices``, ``sample_fast_slow_frames``, the merges, presets;
-- the decoder: ``FlexFrameDecoder``, ``DecoderConfig``, ``FramePositions``, ``FrameKVCache``;
+- the decoder: ``FlexFrameDecoder``, ``DecoderConfig``, ``FramePositions``, and streaming
+  inference with ``FrameKVCache`` (``streaming_rule`` says how a mask streams);
 - the loss: ``create_autoregressive_reconstruction_module``,
   ``AutoregressiveReconstructionConfig``;
 - pictures: ``visualize_mask``, ``plot_block_sparsity``, ``compare_masks``, ``mask_summary``,
@@ -23,7 +24,7 @@ import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from flexframe._version import __version__ as __version__
 
 _EXPORTS: dict[str, str] = {
     # masks
@@ -57,7 +58,9 @@ _EXPORTS: dict[str, str] = {
     # the decoder
     "DecoderConfig": "flexframe.nn",
     "FlexFrameDecoder": "flexframe.nn",
+    "FrameKVCache": "flexframe.nn",
     "FramePositions": "flexframe.nn",
+    "streaming_rule": "flexframe.nn",
     # the loss
     "AutoregressiveReconstructionConfig": "flexframe.reconstruction",
     "create_autoregressive_reconstruction_module": "flexframe.reconstruction",
@@ -72,7 +75,48 @@ _EXPORTS: dict[str, str] = {
     "VideoFrameSampler": "flexframe.compat",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AutoregressiveReconstructionConfig",
+    "DecoderConfig",
+    "FAST_SLOW_PRESETS",
+    "FastSlowPreset",
+    "FlexFrameDecoder",
+    "FrameKVCache",
+    "FrameLevelMaskGenerator",
+    "FramePositions",
+    "MaskEntry",
+    "MaskSpec",
+    "VideoFrameSampler",
+    "block_mask_cache_info",
+    "clear_block_mask_cache",
+    "compare_masks",
+    "create_autoregressive_reconstruction_module",
+    "create_frame_position_ids",
+    "fast_slow_indices",
+    "generate_causal_frame_mask_mod",
+    "generate_chunk_causal_mask_mod",
+    "generate_fast_slow_mask_mod",
+    "generate_packed_causal_frame_mask_mod",
+    "generate_sliding_window_mask_mod",
+    "generate_teacher_forcing_mask_mod",
+    "generate_timestamp_causal_mask_mod",
+    "get_fast_slow_preset",
+    "get_mask",
+    "get_mask_entry",
+    "list_masks",
+    "mask_summary",
+    "merge_fast_slow_frames",
+    "merge_fast_slow_indices",
+    "merge_order",
+    "plot_block_sparsity",
+    "plot_frame_timeline",
+    "preset_for_num_frames",
+    "register_mask",
+    "sample_fast_slow_frames",
+    "set_block_mask_cache_size",
+    "streaming_rule",
+    "visualize_mask",
+]
 
 if TYPE_CHECKING:
     from flexframe.compat import FrameLevelMaskGenerator, VideoFrameSampler
@@ -95,7 +139,13 @@ if TYPE_CHECKING:
         register_mask,
         set_block_mask_cache_size,
     )
-    from flexframe.nn import DecoderConfig, FlexFrameDecoder, FramePositions
+    from flexframe.nn import (
+        DecoderConfig,
+        FlexFrameDecoder,
+        FrameKVCache,
+        FramePositions,
+        streaming_rule,
+    )
     from flexframe.reconstruction import (
         AutoregressiveReconstructionConfig,
         create_autoregressive_reconstruction_module,
@@ -140,15 +190,18 @@ def _register_jupyter_display() -> None:
     shown; the pictures then load ``flexframe.viz`` (matplotlib).
     """
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
     if shell is None:
         return
     formatters = shell.display_formatter.formatters
 
-    def png(spec: Any) -> bytes:
+    def png(spec: Any) -> bytes | None:
         from flexframe.viz import mask_to_png
 
-        return mask_to_png(spec)
+        try:
+            return mask_to_png(spec)
+        except ValueError:  # too large to draw here (the summary says why): no picture
+            return None
 
     def markdown(spec: Any) -> str:
         from flexframe.viz import mask_summary

@@ -118,7 +118,7 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
         >>> check_choice("merge_strategy", "interleve", ("concat", "interleave"))
         Traceback (most recent call last):
         ...
-        ValueError: merge_strategy must be one of 'concat', 'interleave', got 'interleve'. Did you mean 'interleave'?
+        ValueError: merge_strategy must be one of 'concat', 'interleave', got 'interleve'. ...
     """
     if isinstance(value, str) and value in choices:
         return value
@@ -217,4 +217,6 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     hits = close_matches(str(word), candidates)
     if not hits:
         return ""
-    return " Did you mean " + " or ".join(repr(h) for h in hits) + "?"
+    names = [repr(h) for h in hits]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f" Did you mean {listed}?"

@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from flexframe._checks import check_int
+from flexframe._checks import check_choice, check_int, resolve_device
+from flexframe._vocab import PARALLEL_MODES
 
 Strategy = Literal["fsdp", "ddp", "none"]
 STRATEGIES = ("fsdp", "ddp", "none")
@@ -58,10 +59,23 @@ class DistributedEnv:
 
     @staticmethod
     def single(device: torch.device | str | None = None) -> DistributedEnv:
-        """One process on ``device`` (default: CUDA if present, else CPU)."""
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return DistributedEnv(0, 1, 0, torch.device(device))
+        """One process on ``device`` (``None`` or ``"auto"``: the current CUDA device if any,
+        else the CPU; :func:`flexframe._checks.resolve_device`)."""
+        return DistributedEnv(0, 1, 0, resolve_device(device))
+
+
+def resolve_parallel(mode: str, device: torch.device | str) -> Strategy:
+    """The data-parallel strategy ``mode`` means on ``device``: ``"auto"`` is FSDP2 on GPUs and
+    DDP on the CPU (where FSDP2 gains nothing and gloo's collectives are slower).
+
+    Example:
+        >>> resolve_parallel("auto", "cpu"), resolve_parallel("fsdp", "cpu")
+        ('ddp', 'fsdp')
+    """
+    check_choice("parallel", mode, PARALLEL_MODES)
+    if mode == "auto":
+        return "fsdp" if torch.device(device).type == "cuda" else "ddp"
+    return "fsdp" if mode == "fsdp" else "ddp"
 
 
 def init_distributed(device: str | None = None) -> DistributedEnv:
@@ -168,7 +182,7 @@ def global_batches(
     epoch, offset = divmod(position, n)
     order = epoch_order(epoch)
     while True:
-        batch = []
+        batch: list[int] = []
         while len(batch) < g:
             take = order[offset : offset + g - len(batch)]
             batch += take
@@ -366,11 +380,8 @@ def load_checkpoint(
     path = Path(path)
     read_checkpoint_info(path, world_size=_world_size())  # every rank raises alike, or none
     model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(
-        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-    )
+    dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))  # in place
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
     rank = dist.get_rank() if dist.is_initialized() else 0
     meta = torch.load(path / f"trainer_state_rank{rank}.pt", weights_only=False)
     _set_rng_state(meta["rng"])

@@ -19,7 +19,8 @@ Index rule (``T = num_frames``; every division is an exact integer floor divisio
 Both index tensors are ascending (non-decreasing where frames repeat) and the last fast index is
 always ``T - 1``.
 
-Presets (the seed design's tuning table; :func:`preset_for_num_frames` picks one)::
+Presets (the seed design's tuning table, defined in ``flexframe.presets`` and re-exported
+here; :func:`preset_for_num_frames` picks one)::
 
     name     clip length T    num_fast  num_slow  fast_stride  slow_stride
     short    T < 30           -         -         -            -            (all frames, no split)
@@ -47,9 +48,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+import warnings
 
 import torch
 from torch import Tensor
@@ -60,9 +59,13 @@ from flexframe._vocab import (
     DEFAULT_NUM_FAST,
     DEFAULT_NUM_SLOW,
     DEFAULT_SLOW_STRIDE,
-    FAST_SLOW_KEYS,
     MERGE_STRATEGIES,
-    PRESET_NAMES,
+)
+from flexframe.presets import (
+    FAST_SLOW_PRESETS,
+    FastSlowPreset,
+    get_fast_slow_preset,
+    preset_for_num_frames,
 )
 
 __all__ = [
@@ -245,6 +248,11 @@ def sample_fast_slow_frames(
         TypeError: ``video_frames`` is not a tensor, or a stride/count is not an int.
         ValueError: ``video_frames`` is not 5-D or has no frames, or a stride/count is ``< 1``.
 
+    Warns:
+        UserWarning: the clip has fewer frames than ``num_fast`` or ``num_slow`` (frames
+            repeat), or its dim 1 looks like a channel count and dim 2 like a frame count (a
+            ``[B, C, T, H, W]`` clip by mistake).
+
     Example:
         >>> video = torch.arange(10.0).view(1, 10, 1, 1, 1)  # pixel value = frame number
         >>> fast, slow = sample_fast_slow_frames(video, fast_stride=2, num_fast=3, num_slow=2)
@@ -262,11 +270,41 @@ def sample_fast_slow_frames(
         num_slow,
         device=video_frames.device,
     )
+    _warn_about_the_clip(video_frames, fast_idx, slow_idx)
     fast = video_frames.index_select(1, fast_idx)
     slow = video_frames.index_select(1, slow_idx)
     if return_indices:
         return fast, slow, fast_idx, slow_idx
     return fast, slow
+
+
+_CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
+
+
+def _warn_about_the_clip(video_frames: Tensor, fast_idx: Tensor, slow_idx: Tensor) -> None:
+    """Warn when the clip looks like ``[B, C, T, H, W]`` or is too short for the frames asked
+    for (frames then repeat, as documented, but a user should know)."""
+    t, c = video_frames.shape[1], video_frames.shape[2]
+    if t in _CHANNEL_COUNTS and c not in _CHANNEL_COUNTS:
+        warnings.warn(
+            f"video_frames has shape {list(video_frames.shape)}, read as [B, T, C, H, W]: T={t} "
+            f"frames of C={c} channels. If it is [B, C, T, H, W], pass "
+            "video_frames.transpose(1, 2)",
+            UserWarning,
+            stacklevel=3,
+        )
+    repeats = [
+        f"{name}={n} (indices {idx.tolist()})"
+        for name, n, idx in (("num_fast", fast_idx.numel(), fast_idx),
+                             ("num_slow", slow_idx.numel(), slow_idx))
+        if n > t
+    ]  # fmt: skip
+    if repeats:
+        warnings.warn(
+            f"the clip has T={t} frames, fewer than {' and '.join(repeats)}: frames repeat",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,158 +476,3 @@ def merge_fast_slow_indices(
             )
     _check_same_dtype_and_device("fast_idx", fast_idx, "slow_idx", slow_idx)
     return _merge_along(fast_idx, slow_idx, 0, merge_strategy)
-
-
-# --------------------------------------------------------------------------------------------
-# Presets
-# --------------------------------------------------------------------------------------------
-
-_PRESET_FIELDS = FAST_SLOW_KEYS
-
-
-@dataclass(frozen=True)
-class FastSlowPreset:
-    """A named fast/slow sampling configuration from the seed design's tuning table.
-
-    A preset either splits the clip (``use_fast_slow_frames=True``, all four ints set) or uses
-    every frame (``use_fast_slow_frames=False``, all four ints ``None``); mixing is refused at
-    construction, so a preset can't half-apply.
-
-    Attributes:
-        name: Preset name, e.g. ``"medium"``.
-        use_fast_slow_frames: Whether to split the clip into fast and slow frames.
-        num_fast: Number of fast frames, or ``None`` when using all frames.
-        num_slow: Number of slow frames, or ``None`` when using all frames.
-        fast_stride: Spacing of the fast frames, or ``None`` when using all frames.
-        slow_stride: Spacing of the slow frames, or ``None`` when using all frames.
-
-    Example:
-        >>> preset = get_fast_slow_preset("long")
-        >>> preset.sampler_kwargs()
-        {'fast_stride': 2, 'slow_stride': 8, 'num_fast': 16, 'num_slow': 8}
-        >>> print(get_fast_slow_preset("short").sampler_kwargs())
-        None
-    """
-
-    name: str
-    use_fast_slow_frames: bool
-    num_fast: int | None = None
-    num_slow: int | None = None
-    fast_stride: int | None = None
-    slow_stride: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise TypeError(f"name must be a str, got {self.name!r}")
-        if not isinstance(self.use_fast_slow_frames, bool):
-            raise TypeError(
-                f"use_fast_slow_frames must be a bool, got {self.use_fast_slow_frames!r}"
-            )
-        if self.use_fast_slow_frames:
-            for field in _PRESET_FIELDS:
-                check_int(f"FastSlowPreset.{field}", getattr(self, field), minimum=1)
-            return
-        given = {f: getattr(self, f) for f in _PRESET_FIELDS if getattr(self, f) is not None}
-        if given:
-            raise ValueError(
-                f"preset {self.name!r} uses all frames (use_fast_slow_frames=False), so "
-                f"{', '.join(_PRESET_FIELDS)} must be None, got {given}; "
-                "set use_fast_slow_frames=True to sample fast/slow frames"
-            )
-
-    def sampler_kwargs(self) -> dict[str, int] | None:
-        """Keyword arguments for :func:`fast_slow_indices` / :func:`sample_fast_slow_frames`.
-
-        Returns ``None`` (not ``{}``) for a preset that uses all frames: ``{}`` would make
-        ``fast_slow_indices(T, **kwargs)`` silently fall back to the defaults, whereas ``**None``
-        fails loudly.
-
-        Returns:
-            ``{"fast_stride", "slow_stride", "num_fast", "num_slow"}`` as ints, or ``None``.
-
-        Example:
-            >>> kwargs = get_fast_slow_preset("medium").sampler_kwargs()
-            >>> kwargs
-            {'fast_stride': 1, 'slow_stride': 4, 'num_fast': 8, 'num_slow': 8}
-            >>> fast_slow_indices(45, **kwargs)[1].tolist()
-            [13, 17, 21, 25, 29, 33, 37, 41]
-        """
-        if not self.use_fast_slow_frames:
-            return None
-        return {
-            "fast_stride": self.fast_stride,
-            "slow_stride": self.slow_stride,
-            "num_fast": self.num_fast,
-            "num_slow": self.num_slow,
-        }
-
-
-FAST_SLOW_PRESETS: Mapping[str, FastSlowPreset] = MappingProxyType(
-    {
-        "short": FastSlowPreset("short", use_fast_slow_frames=False),
-        "medium": FastSlowPreset(
-            "medium",
-            use_fast_slow_frames=True,
-            num_fast=8,
-            num_slow=8,
-            fast_stride=1,
-            slow_stride=4,
-        ),
-        "long": FastSlowPreset(
-            "long", use_fast_slow_frames=True, num_fast=16, num_slow=8, fast_stride=2, slow_stride=8
-        ),
-    }
-)
-"""Read-only ``{"short", "medium", "long"}`` -> :class:`FastSlowPreset` (see the module table)."""
-
-# Clip lengths (in frames) bounding the "medium" preset, both inclusive.
-_MEDIUM_MIN_FRAMES = 30
-_MEDIUM_MAX_FRAMES = 60
-
-
-def get_fast_slow_preset(name: str) -> FastSlowPreset:
-    """Look up a preset of :data:`FAST_SLOW_PRESETS` by name.
-
-    Args:
-        name: ``"short"``, ``"medium"`` or ``"long"``.
-
-    Returns:
-        The preset.
-
-    Raises:
-        ValueError: ``name`` is not a preset; the message lists the valid names.
-
-    Example:
-        >>> preset = get_fast_slow_preset("medium")
-        >>> preset.num_fast, preset.num_slow, preset.fast_stride, preset.slow_stride
-        (8, 8, 1, 4)
-    """
-    return FAST_SLOW_PRESETS[check_choice("name", name, PRESET_NAMES)]
-
-
-def preset_for_num_frames(num_frames: int) -> FastSlowPreset:
-    """Pick the preset for a clip of ``num_frames`` frames.
-
-    ``T < 30`` gives ``"short"`` (all frames), ``30 <= T <= 60`` gives ``"medium"`` and
-    ``T > 60`` gives ``"long"``.
-
-    Args:
-        num_frames: Number of frames ``T`` in the clip, ``>= 1``.
-
-    Returns:
-        The preset for that clip length.
-
-    Raises:
-        TypeError: ``num_frames`` is not an int.
-        ValueError: ``num_frames < 1``.
-
-    Example:
-        >>> [preset_for_num_frames(t).name for t in (29, 30, 60, 61)]
-        ['short', 'medium', 'medium', 'long']
-    """
-    t = check_int("num_frames", num_frames, minimum=1)
-    if t < _MEDIUM_MIN_FRAMES:
-        return FAST_SLOW_PRESETS["short"]
-    if t <= _MEDIUM_MAX_FRAMES:
-        return FAST_SLOW_PRESETS["medium"]
-    return FAST_SLOW_PRESETS["long"]

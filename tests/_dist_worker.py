@@ -1,6 +1,9 @@
 """Run by ``torchrun`` from tests/test_distributed.py: train, then rank 0 saves the results.
 
 python -m torch.distributed.run --nproc_per_node 2 tests/_dist_worker.py CONFIG.json OUT.pt
+
+Each configuration is trained with the public ``train_run``; its final parameters are gathered
+whole (``get_model_state_dict(full_state_dict=True)``) and saved with the run's results.
 """
 
 import json
@@ -8,11 +11,16 @@ import os
 import sys
 
 import torch
-import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from flexframe.distributed import exit_process, shutdown_distributed
-from flexframe.experiment import ABLATION_CONFIGURATIONS, AblationConfig, run_ablation
-from flexframe.experiment.ablation import RunStopped
+from flexframe.distributed import exit_process, init_distributed, shutdown_distributed
+from flexframe.experiment import (
+    ABLATION_CONFIGURATIONS,
+    AblationConfig,
+    RunStopped,
+    prepare_ablation,
+    train_run,
+)
 
 
 def main(config_path: str, out_path: str) -> None:
@@ -20,28 +28,21 @@ def main(config_path: str, out_path: str) -> None:
     names = settings.pop("_configurations")
     config = AblationConfig.from_dict(settings)
     configurations = [c for c in ABLATION_CONFIGURATIONS if c.name in names]
+    setup = prepare_ablation(config, configurations=configurations, log=lambda message: None)
+    env = init_distributed("cpu")
+    results = {}
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     try:
-        result = run_ablation(
-            config, configurations=configurations, keep_state=True, progress=False,
-            log=lambda message: None,
-        )  # fmt: skip
+        for configuration in configurations:
+            run, step = train_run(setup, configuration, config.seeds[0], env)
+            state = get_model_state_dict(step, options=options)  # a collective under FSDP
+            results[run.configuration] = {"state": state, "run": run.to_dict()}
     except RunStopped:
         shutdown_distributed()
         return
-    # Which clips each rank trained on, gathered to rank 0.
-    seen = [None] * dist.get_world_size()
-    dist.all_gather_object(seen, [r["_rows_seen"] for r in result.runs])
     shutdown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
-        torch.save(
-            {r["configuration"]: {"state": r["_state"], "losses": r["loss_curve"],
-                                  "world_size": r["world_size"], "parallel": r["parallel"],
-                                  "resumed_from_step": r["resumed_from_step"],
-                                  "rows_seen_by_rank": [ranks[i] for ranks in seen],
-                                  "global_batches": r["_order"]}
-             for i, r in enumerate(result.runs)},
-            out_path,
-        )  # fmt: skip
+        torch.save(results, out_path)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import os
 
 import matplotlib
+import pytest
 from hypothesis import HealthCheck, settings
 
 matplotlib.use("Agg")
@@ -15,3 +16,15 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _masks_registered_by_a_test_leave_with_it():
+    """A test (a doctest, a README snippet) that registers a mask unregisters it after, so the
+    registry every other test sees is the package's own, whatever order the tests run in."""
+    from flexframe.masks.registry import REGISTRY
+
+    before = set(REGISTRY.list())
+    yield
+    for name in set(REGISTRY.list()) - before:
+        REGISTRY.unregister(name)

@@ -13,7 +13,11 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -37,7 +41,12 @@ from flexframe.experiment import (
     leak_free,
     load_ablation_config,
     load_ablation_data,
+    prepare_ablation,
+    run_ablation,
 )
+from flexframe.experiment.configurations import LEAK_CONFIGURATIONS, configurations_for
+from flexframe.experiment.data import clip_views, transform_clips
+from flexframe.experiment.models import build_train_step
 from flexframe.viz import ATTEND_COLOR, MASKED_COLOR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,16 +129,36 @@ def digits_run(tmp_path_factory):
     }
 
 
-def test_ablate_runs_and_prints_a_four_row_table(digits_run):
+def table_lines(text: str) -> list[list[str]]:
+    """The rows of the first Markdown table in ``text``, as cells."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.split("|")[1:-1]])
+    return rows
+
+
+def test_ablate_runs_and_prints_a_four_row_table_with_distinct_columns(digits_run):
     assert digits_run["code"] == 0, digits_run["stderr"]
-    lines = [line for line in digits_run["stdout"].splitlines() if line.startswith("|")]
-    assert len(lines) == 2 + 4  # header, separator, one row per configuration
-    assert [line.split("|")[1].strip() for line in lines[2:]] == NAMES
-    header = [cell.strip() for cell in lines[0].split("|")[1:-1]]
-    for column in ("Mask", "Block sparsity", "Final train loss", "Held-out error",
-                   "Copy baseline", "Last-frame error", "Train time (s)"):  # fmt: skip
-        assert column in header
-    assert (digits_run["out"] / "results.md").read_text().splitlines()[: len(lines)] == lines
+    rows = table_lines(digits_run["stdout"])
+    assert len(rows) == 2 + 4  # header, separator, one row per configuration
+    assert [row[0] for row in rows[2:]] == NAMES
+    header = rows[0]
+    assert len(set(header)) == len(header), header  # no two columns share a name
+    for column in ("Mask", "Train loss", "Held-out error", "Held-out copy error",
+                   "Held-out / copy", "Last-frame error", "Last-frame copy error",
+                   "Last-frame / copy", "Step (ms)"):  # fmt: skip
+        assert column in header, column
+    # 64 tokens are one block of 128: the block-sparsity figure says nothing there, and the
+    # notes say why it is left out.
+    assert "Block sparsity" not in header
+    assert "Block sparsity is left out" in digits_run["stdout"]
+    assert "1 steps" not in digits_run["stdout"] and "6 steps of batch 2" in digits_run["stdout"]
+    md = (digits_run["out"] / "results.md").read_text()
+    assert table_lines(md) == rows
 
 
 def test_flags_override_the_config_file_and_the_file_sets_the_rest(digits_run):
@@ -303,7 +332,7 @@ def test_ablate_on_videos_skips_broken_and_short_files_by_name(capsys, tmp_path,
     # 20 frames give 5 windows of 16 (starts 0..4); a and b train, c is held out
     assert (data["num_train_clips"], data["num_test_clips"]) == (10, 5)
     assert data["clip_shape"] == [T, 3, 16, 16]
-    assert len([line for line in out.splitlines() if line.startswith("|")]) == 6
+    assert len(table_lines(out)) == 6
 
 
 def test_video_clips_are_consecutive_windows_of_the_files(video_dir):
@@ -346,7 +375,7 @@ def test_a_single_video_is_split_in_time_without_sharing_frames(tmp_path):
         (["--videos", "{tmp}/bad/*.mp4"], ["no usable video", "junk.mp4", "unreadable"]),
         (
             ["--config", "{tmp}/typo.yaml"],
-            ["unknown ablation setting 'stpes'", "Did you mean 'steps'", "typo.yaml"],
+            ["unknown setting 'stpes'", "Did you mean 'steps'", "typo.yaml"],
         ),
         (
             ["--config", "{tmp}/badvalue.yaml"],
@@ -360,7 +389,7 @@ def test_a_single_video_is_split_in_time_without_sharing_frames(tmp_path):
         (["--num-fast", "1"], ["num_fast must be >= 2", "got num_fast=1"]),
         (["--test-fraction", "0"], ["test_fraction", "0.0"]),
         (["--loss-type", "l2"], ["--loss-type", "invalid choice: 'l2'"]),
-        (["--device", "tpu"], ["device must be"]),
+        (["--device", "tpu"], ["device='tpu' is not a device"]),
         (["--out", "{tmp}/afile/out"], ["--out: cannot write into", "afile/out"]),
     ],
 )
@@ -477,7 +506,7 @@ def test_config_values_are_checked_and_normalized():
         ValueError, match=r"fast_slow_preset must be one of .*Did you mean 'medium'"
     ):
         AblationConfig.from_dict({"fast_slow_preset": "meduim"})
-    with pytest.raises(ValueError, match=r"lr must be a finite number > 0.0, got 0.0"):
+    with pytest.raises(ValueError, match=r"lr must be > 0.0, got 0.0"):
         AblationConfig.from_dict({"lr": 0})
     with pytest.raises(ValueError, match=r"predictor_dim must be divisible by predictor_heads"):
         AblationConfig.from_dict({"predictor_dim": 30, "predictor_heads": 4})
@@ -498,15 +527,6 @@ def test_the_stand_in_llm_never_mixes_frames(frame, seed):
         a, b = encoder(frames).view(2, 5, 4, 8), encoder(changed).view(2, 5, 4, 8)
     for f in range(5):
         assert torch.equal(a[:, f], b[:, f]) == (f != frame), f
-
-
-def brute_force_leak_free(dense, frames, targets, p) -> bool:
-    for q in range(dense.shape[0]):
-        for k in range(dense.shape[1]):
-            target = targets[q // p]
-            if dense[q, k] and target >= 0 and frames[k // p] >= target:
-                return False
-    return True
 
 
 @pytest.mark.parametrize(
@@ -537,7 +557,7 @@ def test_leak_check_agrees_with_brute_force(name, params, frames, targets):
         params = {**params, "num_patches_per_frame": p}
     spec = get_mask(name, **params)
     dense = reference_dense(name, params)
-    want = brute_force_leak_free(dense, frames, targets, p)
+    want = brute_force_leak_free([dense], frames, targets, p)
     got = leak_free(spec, torch.tensor(frames), torch.tensor(targets), p)
     assert got == want
     # the seed design's fast-slow mask and token order over [slow | fast] leak; the others don't
@@ -546,3 +566,332 @@ def test_leak_check_agrees_with_brute_force(name, params, frames, targets):
         or frames == list(range(8))
         and name == "token-causal"
     )
+
+
+# -- paired comparisons ------------------------------------------------------------------------
+T_975_ONE_DF = 12.706204736  # Student's t, 97.5 % quantile, 1 degree of freedom (two seeds)
+
+
+def test_the_comparisons_pair_each_seeds_runs_with_a_t_interval(digits_run):
+    """Each configuration's last-frame error against Baseline's and each held-out error against
+    its own copy error, over the two seeds: mean and 95 % interval by hand, and the verdict."""
+    results = digits_run["results"]
+    runs = {(r["configuration"], r["seed"]): r for r in results["runs"]}
+    comparisons = results["comparisons"]
+
+    def check(got: dict, differences: list[float]) -> None:
+        mean = sum(differences) / 2
+        half = T_975_ONE_DF * abs(differences[0] - differences[1]) / 2  # t * sd / sqrt(2)
+        assert got["mean"] == pytest.approx(mean, rel=1e-9, abs=1e-15)
+        assert got["low"] == pytest.approx(mean - half, rel=1e-6, abs=1e-12)
+        assert got["high"] == pytest.approx(mean + half, rel=1e-6, abs=1e-12)
+        want = "better" if mean + half < 0 else "worse" if mean - half > 0 else "no detectable"
+        assert got["verdict"].startswith(want)
+
+    assert "Baseline" not in comparisons["last_frame_vs_baseline"]
+    for name in NAMES[1:]:
+        check(
+            comparisons["last_frame_vs_baseline"][name],
+            [runs[(name, s)]["last_frame_error"] - runs[("Baseline", s)]["last_frame_error"]
+             for s in (0, 1)],
+        )  # fmt: skip
+    for name in NAMES:
+        check(
+            comparisons["held_out_vs_copy"][name],
+            [runs[(name, s)]["test_error"] - runs[(name, s)]["copy_error"] for s in (0, 1)],
+        )
+    paired = table_lines(digits_run["stdout"].split("Paired over seeds")[1])
+    assert [row[0] for row in paired[2:]] == NAMES
+    for row in paired[3:]:  # each verdict shown beside its interval
+        assert row[2] == comparisons["last_frame_vs_baseline"][row[0]]["verdict"]
+        assert row[4] == comparisons["held_out_vs_copy"][row[0]]["verdict"]
+
+
+# -- what a prediction builds on ------------------------------------------------------------------
+def test_an_untrained_residual_model_copies_each_frame_its_own_features():
+    """The prediction of a layout frame is its own frame's features plus the model's output
+    (zero before training): the features of the frame it sits at, never of its target."""
+    config = AblationConfig.from_dict(TINY)
+    video = torch.rand(2, T, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    for configuration in ABLATION_CONFIGURATIONS:
+        step = build_train_step(config, configuration, seed=0)
+        with torch.no_grad():
+            _, out = step(video, return_outputs=True)
+        frames = step.module.frame_layout(T).frame_indices
+        want = features(video)[:, frames]  # by loops, at the frames the layout holds
+        torch.testing.assert_close(step.objective.predictions(out), want, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.features.float(), want, rtol=0, atol=1e-6)
+
+
+def test_the_target_scale_is_the_rms_change_at_each_layout_position():
+    config = AblationConfig.from_dict(TINY)
+    clips = load_ablation_data(config).train
+    feat = features(clips)
+    for configuration in (ABLATION_CONFIGURATIONS[0], ABLATION_CONFIGURATIONS[3],
+                          LEAK_CONFIGURATIONS[2]):  # fmt: skip
+        step = build_train_step(config, configuration, seed=0)
+        fitted = step.objective.fitted(step, clips, batch_size=3, device=torch.device("cpu"))
+        layout = step.module.frame_layout(T)
+        frames = layout.frame_indices.tolist()
+        if configuration.next_position_targets:
+            targets = frames[1:] + [-1]  # the seed's: the next position of [slow | fast]
+        else:
+            targets = [frames[n] if n >= 0 else -1 for n in layout.next_index.tolist()]
+        want = [
+            float((feat[:, g] - feat[:, f]).pow(2).mean().sqrt()) if g >= 0 else 1.0
+            for f, g in zip(frames, targets, strict=True)
+        ]
+        assert fitted.scale == pytest.approx(want, rel=1e-5), configuration.name
+
+
+# -- the seed design's leaks, measured ---------------------------------------------------------
+LEAK_NAMES = [c.name for c in LEAK_CONFIGURATIONS]
+
+
+def brute_force_leak_free(denses: list[torch.Tensor], frames: list[int], targets: list[int],
+                          p: int) -> bool:  # fmt: skip
+    """No query token reaches, through any number of hops over any of the masks, a token of a
+    frame at or after its target: a search over tokens."""
+    n = denses[0].shape[0]
+    union = torch.zeros(n, n, dtype=torch.bool)
+    for dense in denses:
+        union |= dense
+    for q in range(n):
+        target = targets[q // p]
+        if target < 0:
+            continue
+        seen, todo = {q}, [q]
+        while todo:
+            i = todo.pop()
+            for k in torch.nonzero(union[i]).flatten().tolist():
+                if k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        if any(frames[k // p] >= target for k in seen):
+            return False
+    return True
+
+
+def masks_read(step, configuration, stand_in: str) -> list[torch.Tensor]:
+    """Dense masks a prediction reads through, from their written definitions: the predictor's
+    (the module's choice), the LLM's (the module's llm_mask, for the transformer stand-in), and
+    ``full`` for the seed's cross-attention to its own input."""
+    spec = step.module.mask_spec(num_frames=T, tokens_per_frame=P)
+    denses = [reference_dense(spec.name, dict(spec.params))]
+    if stand_in == "transformer":
+        llm = step.module.llm_mask(T, P)
+        denses.append(reference_dense(llm.name, dict(llm.params)))
+    if configuration.memory_is_input:
+        denses.append(torch.ones(spec.q_len, spec.q_len, dtype=torch.bool))
+    return denses
+
+
+@pytest.mark.parametrize("stand_in", ["per-frame", "transformer"])
+def test_the_leak_check_says_no_for_the_seed_rows_and_yes_for_the_honest_ones(stand_in):
+    config = AblationConfig.from_dict({**TINY, "stand_in": stand_in, "encoder_heads": 2})
+    for configuration in (*ABLATION_CONFIGURATIONS, *LEAK_CONFIGURATIONS):
+        step = build_train_step(config, configuration, seed=0)
+        layout = step.module.frame_layout(T)
+        targets = step.objective.target_frames(layout)
+        frames = layout.frame_indices
+        want = brute_force_leak_free(masks_read(step, configuration, stand_in), frames.tolist(),
+                                     targets.tolist(), P)  # fmt: skip
+        assert want is (not configuration.leaks), configuration.name
+        assert leak_free(step.read_masks(T, P), frames, targets, P) is want, configuration.name
+
+
+@pytest.mark.parametrize("stand_in", ["per-frame", "transformer"])
+def test_no_prediction_moves_when_its_target_and_later_frames_change(stand_in):
+    """Perturbation, with finite values: replace every frame from ``g`` on and no prediction
+    whose target is ``g`` or earlier may change; the seed rows' predictions do (their leak is
+    real)."""
+    config = AblationConfig.from_dict({**TINY, "stand_in": stand_in, "encoder_heads": 2})
+    gen = torch.Generator().manual_seed(1)
+    video = torch.rand(1, T, 1, 16, 16, generator=gen)
+    for configuration in (*ABLATION_CONFIGURATIONS, *LEAK_CONFIGURATIONS):
+        step = build_train_step(config, configuration, seed=0).eval()
+        torch.nn.init.normal_(step.module.output_proj.weight, std=0.5)  # a trained-like output
+        targets = step.objective.target_frames(step.module.frame_layout(T))
+        leaked = False
+        with torch.no_grad():
+            base = step.objective.predictions(step(video, return_outputs=True)[1])
+            every = sorted({int(x) for x in targets if x >= 0})
+            for g in every if len(every) <= 8 else every[::3] + every[-1:]:
+                changed = video.clone()
+                changed[:, g:] = torch.rand(changed[:, g:].shape, generator=gen)
+                moved = step.objective.predictions(step(changed, return_outputs=True)[1])
+                blind = targets <= g  # these predictions may not see frame g or later
+                blind &= targets >= 0
+                diff = (moved - base)[:, blind].abs().max()
+                if configuration.leaks:
+                    leaked |= bool(diff > 1e-4)
+                else:
+                    assert diff <= 1e-6, (configuration.name, g, float(diff))
+        assert leaked == configuration.leaks, configuration.name
+
+
+@pytest.fixture(scope="module")
+def leak_run():
+    """Full and the three leaking rows, 2 seeds, run through run_ablation."""
+    config = AblationConfig.from_dict({**TINY, "steps": 4, "seeds": [0, 1], "leak_rows": True})
+    rows = [c for c in configurations_for(config) if c.name == "Full" or c.leaks]
+    setup = prepare_ablation(config, configurations=rows, log=lambda message: None)
+    return run_ablation(setup, log=lambda message: None, progress=False)
+
+
+def test_leak_rows_are_optional_labelled_and_shown_beside_full(leak_run):
+    assert [c.name for c in configurations_for(AblationConfig.from_dict(TINY))] == NAMES
+    assert [c.name for c in configurations_for(AblationConfig.from_dict(
+        {**TINY, "leak_rows": True}))] == NAMES + LEAK_NAMES  # fmt: skip
+    for r in leak_run.runs:
+        assert (r.leak is None) is (r.configuration == "Full")
+        assert r.leak_free is (r.configuration == "Full"), r.configuration
+    md = leak_run.markdown()
+    main_rows = table_lines(md)[2:]
+    assert [row[0] for row in main_rows] == ["Full"] + [f"{n} (leaks)" for n in LEAK_NAMES]
+    leak_table = table_lines(md.split("The seed design's leaks, measured")[1])
+    assert [row[0] for row in leak_table[2:]] == LEAK_NAMES
+    comparisons = leak_run.comparisons()["leak_vs_leak_free"]
+    for row in leak_table[2:]:
+        assert row[2] == "**no**" and row[5].endswith("(Full)")
+        assert row[7] == comparisons[row[0]].verdict
+    # The leaking rows share Full's weights, but for the memory=x row's new cross-attention.
+    by = {(r.configuration, r.seed): r for r in leak_run.runs}
+    for seed in (0, 1):
+        full = by[("Full", seed)]
+        for name in ("Leak: fast-slow mask", "Leak: next-position targets"):
+            assert by[(name, seed)].init_checksum == full.init_checksum
+            assert by[(name, seed)].batch_order_checksum == full.batch_order_checksum
+        assert by[("Leak: memory=x", seed)].num_parameters > full.num_parameters
+
+
+def test_no_honest_configuration_carries_a_leak_label():
+    for c in ABLATION_CONFIGURATIONS:
+        assert (c.leak, c.leaks, c.mask, c.memory_is_input, c.next_position_targets) == (
+            None, False, None, False, False)  # fmt: skip
+        assert "leak" not in c.name.lower()
+    for c in LEAK_CONFIGURATIONS:
+        assert c.leaks and c.compare_with == "Full" and c.name.startswith("Leak: ")
+
+
+# -- the LLM-like stand-in ------------------------------------------------------------------
+@given(st.booleans(), st.integers(0, 8 * P - 1), st.integers(0, 2**31 - 1))
+@settings(max_examples=12)
+def test_the_transformer_stand_in_never_lets_a_token_see_a_later_one(fast_slow, token, seed):
+    """Perturb one token's patch: only the hidden states whose mask row admits that token
+    change (and that token's own does), under the token-causal mask in time order and the
+    module's fast/slow llm_mask; the gradients of every other hidden state are zero."""
+    config = AblationConfig.from_dict({**TINY, "stand_in": "transformer", "encoder_heads": 2,
+                                       "encoder_depth": 2})  # fmt: skip
+    configuration = ABLATION_CONFIGURATIONS[3 if fast_slow else 1]
+    step = build_train_step(config, configuration, seed=0).eval()
+    layout = step.module.frame_layout(T)
+    frames = layout.frame_indices.tolist()
+    f = len(frames)
+    token = token % (f * P)
+    mask = step.module.llm_mask(T, P)
+    if fast_slow:
+        dense = reference_dense("timestamp-causal", {"timestamps": frames,
+                                                     "num_patches_per_frame": P,
+                                                     "within_frame": "causal"})  # fmt: skip
+    else:
+        dense = reference_dense("token-causal", {"seq_len": f * P})
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, f, 1, 16, 16, generator=gen, requires_grad=True)  # layout frames
+    hidden = step.encoder(x, mask)[0]  # [F * P, hidden]
+    r, c = divmod(token % P, 2)  # the patch's place: 2 x 2 patches of 8 pixels
+    changed = x.detach().clone()
+    changed[0, token // P, :, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8] += 0.5
+    with torch.no_grad():
+        moved = (step.encoder(changed, mask)[0] - hidden).abs().amax(dim=-1)
+    assert bool(moved[token] > 0)  # the perturbation does reach the model
+    assert not bool((moved[~dense[:, token]] > 0).any())
+    for i in torch.nonzero(~dense[:, token]).flatten().tolist()[:6]:
+        (grad,) = torch.autograd.grad(hidden[i].sum(), x, retain_graph=True)
+        assert not bool(grad[0, token // P, :, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8].any())
+
+
+# -- refusals that name their numbers, and Ctrl-C ---------------------------------------------------
+@pytest.mark.parametrize("batch_size, clips", [(5, 4), (1000, 4), (9, 8)])
+def test_a_batch_larger_than_the_training_clips_is_refused_naming_both(
+    capsys, tmp_path, batch_size, clips
+):
+    config = write_config(tmp_path / "c.yaml", num_clips_train=clips)
+    code, out, err = run(capsys, "ablate", "--config", config, "--batch-size", batch_size,
+                         "--out", tmp_path / "out")  # fmt: skip
+    assert (code, out) == (2, "") and len(err.splitlines()) == 1, err
+    assert f"batch_size={batch_size} is more than the {clips} training clips" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("num_frames, test_fraction", [(16, 0.25), (16, 0.5), (20, 0.1)])
+def test_a_single_video_is_refused_below_the_frames_its_split_needs_and_accepted_at_them(
+    tmp_path, num_frames, test_fraction
+):
+    """A lone video is split in time at round(count * (1 - test_fraction)); each side needs
+    num_frames. The message names the fewest frames that do it, and that many are accepted."""
+    settings_ = {**TINY, "num_frames": num_frames, "test_fraction": test_fraction}
+    config = AblationConfig.from_dict(settings_)
+    need = next(n for n in range(num_frames, 10_000)
+                if round(n * (1 - test_fraction)) >= num_frames
+                and n - round(n * (1 - test_fraction)) >= num_frames)  # fmt: skip
+    gray = lambda count: torch.full((count, 1, 16, 16), 0.5)  # noqa: E731
+    short = write_video(tmp_path / "short.mp4", gray(need - 1))
+    with pytest.raises(ValueError, match=rf"{need - 1} frames.*at least {need} frames"):
+        load_ablation_data(config.updated(videos=str(short)), log=lambda _: None)
+    for count in (need, need + 1):
+        path = write_video(tmp_path / f"ok{count}.mp4", gray(count))
+        data = load_ablation_data(config.updated(videos=str(path)), log=lambda _: None)
+        assert len(data.train) >= 1 and len(data.test) >= 1
+
+
+def test_ctrl_c_keeps_the_finished_runs_and_says_where_in_one_line(tmp_path):
+    config = write_config(tmp_path / "c.yaml", quiet=False, steps=20, seeds=[0, 1, 2])
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flexframe", "ablate", "--config", str(config), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    lines = []
+    for line in proc.stderr:  # wait until one run has finished, then press Ctrl-C
+        lines.append(line)
+        if "seed 0: train loss" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    err = "".join(lines) + _
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if "interrupted (Ctrl-C)" in line]
+    assert len(said) == 1 and str(out / "results.json") in said[0], err
+    saved = json.loads((out / "results.json").read_text())
+    assert 1 <= saved["finished_runs"] < saved["planned_runs"] == 12
+    assert len(saved["runs"]) == saved["finished_runs"]
+    assert "Stopped early" in (out / "results.md").read_text()
+
+
+# -- augmentation ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("view", range(16))
+def test_each_view_of_a_clip_moves_every_pixel_where_its_bits_say(view):
+    """Pixel (t, y, x) of a view is the clip's pixel read through the view's flips, transpose
+    and time reversal, applied one coordinate at a time."""
+    clip = torch.randn(1, 3, 2, 4, 4, generator=torch.Generator().manual_seed(view))
+    got = transform_clips(clip, torch.tensor([view]))[0]
+    t_len, _, h, w = clip.shape[1:]
+    for t in range(t_len):
+        for y in range(h):
+            for x in range(w):
+                tt = t_len - 1 - t if view & 8 else t
+                yy, xx = (x, y) if view & 4 else (y, x)  # the transpose comes after the flips
+                yy = h - 1 - yy if view & 2 else yy
+                xx = w - 1 - xx if view & 1 else xx
+                assert torch.equal(got[t, :, y, x], clip[0, tt, :, yy, xx]), (view, t, y, x)
+
+
+def test_augmentation_is_the_same_for_every_configuration_of_a_seed_and_off_on_request():
+    views = clip_views(steps=20, batch_size=8, seed=3)
+    assert torch.equal(views, clip_views(steps=20, batch_size=8, seed=3))
+    assert not torch.equal(views, clip_views(steps=20, batch_size=8, seed=4))
+    assert set(views.flatten().tolist()) == set(range(16))  # every view is drawn
+    assert not clip_views(steps=20, batch_size=8, seed=3, augment=False).any()

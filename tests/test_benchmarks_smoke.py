@@ -88,6 +88,12 @@ def runs(tmp_path_factory):
             "mask_build.py", "--device", "cpu", "--quick", "--seq-lens", "1000",
             "--patches", "40", "--warmup-ms", "0", "--rep-ms", "0", "--min-reps", "1",
         ],
+        "mask_build_generation": [
+            "mask_build.py", "--device", "cpu", "--quick", "--seq-lens", "1000",
+            "--patches", "40", "--warmup-ms", "0", "--rep-ms", "0", "--min-reps", "1",
+            "--builders", "closed-form", "eager", "--window-size", "2",
+            "--masks", *C.GENERATION_MASKS,
+        ],
     }  # fmt: skip
     in_process_runs = {
         # Eager flex reaches the paths the GPU run takes at long lengths: the sampled-row
@@ -334,6 +340,15 @@ def test_mask_build_builders_agree_with_a_brute_force_block_count(runs):
     assert "| closed-form |" in runs["mask_build"][0]
 
 
+def test_mask_build_gives_torchs_block_masks_for_the_generation_masks(runs):
+    rows = _rows(runs, "mask_build_generation")
+    assert {r["mask"] for r in rows} == set(C.GENERATION_MASKS)
+    for row in rows:
+        assert row["status"] == "ok", row
+        if row["builder"] == "closed-form":
+            assert row["matches"] == "yes (eager, bit-identical)", row
+
+
 # -- the helpers ----------------------------------------------------------------------------------
 @given(config=mask_configs(), q_block=st.integers(1, 9), kv_block=st.integers(1, 9))
 def test_count_visible_pairs_equals_the_dense_count(config, q_block, kv_block):
@@ -394,9 +409,9 @@ def test_chunked_reference_refuses_a_row_that_sees_nothing():
         )
 
 
-@pytest.mark.parametrize("mask", ["causal-frame", "sliding-window", "timestamp-causal"])
+@pytest.mark.parametrize("mask", C.ALL_FRAME_MASKS)
 def test_padded_frames_give_the_real_tokens_the_unpadded_outputs_and_gradients(mask):
-    num_frames, real, padded = 5, 3, 8
+    num_frames, real, padded = 6, 3, 8
     spec = C.frame_spec(mask, num_frames, real, window_size=1)
     padded_spec = C.frame_spec(mask, num_frames, padded, window_size=1)
     padded_spec = padded_spec & attention.key_padding_spec(num_frames, real, padded)
@@ -416,7 +431,7 @@ def test_padded_frames_give_the_real_tokens_the_unpadded_outputs_and_gradients(m
     padded_dout = attention.to_padded(dout, layout, num_frames * padded, None)
     got = _sdpa_with_grads(*padded_inputs, padded_dout, padded_spec.to_dense())
     params = dict(spec.params)
-    expected = _sdpa_with_grads(q, k, v, dout, reference_dense(mask, params))
+    expected = _sdpa_with_grads(q, k, v, dout, reference_dense(spec.name, params))
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g[..., layout, :], e)
 

@@ -8,6 +8,7 @@ from the brute-force definitions in ``tests/strategies.py``; block counts likewi
 from __future__ import annotations
 
 import os
+import re
 import string
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from matplotlib.colors import to_rgb
 from strategies import reference_dense
 
-from flexframe import get_mask_entry, list_masks
+from flexframe import get_mask, get_mask_entry, list_masks
 from flexframe.cli import UsageError, main, parse_mask_params
 from flexframe.viz import (
     ATTEND_COLOR,
@@ -29,6 +30,7 @@ from flexframe.viz import (
     MASKED_COLOR,
     PARTIAL_BLOCK_COLOR,
     SKIPPED_BLOCK_COLOR,
+    mask_summary,
 )
 
 
@@ -119,7 +121,7 @@ def test_masks_filters_by_wildcard(capsys):
     code, out, _ = run(capsys, "masks", "*frame*")
     heads = [line.split("(")[0] for line in out.splitlines()[::2]]
     assert code == 0
-    assert heads == ["causal-frame", "packed-causal-frame"]
+    assert heads == ["causal-frame", "packed-causal-frame", "prompt-causal-frame"]
 
 
 def test_masks_with_a_pattern_that_matches_nothing_is_an_error(capsys):
@@ -146,7 +148,18 @@ def test_show_writes_both_pictures_and_prints_summary_and_block_sparsity(capsys,
     dense = reference_dense("causal-frame", {"num_frames": 4, "num_patches_per_frame": 2})
     full, partial, skipped = blocks_of(dense, 2)
     assert (full, partial, skipped) == (10, 0, 6)  # the reference itself, by hand
-    assert f"block sparsity: {100 * skipped / 16:.1f}% ({skipped} of 16 blocks of 2x2" in stdout
+    # The summary, once (its block line included), then the files: no second block line.
+    summary = mask_summary(
+        get_mask("causal-frame", num_frames=4, num_patches_per_frame=2), block_size=2
+    )
+    assert stdout.startswith(summary + "\n") and stdout.count(summary) == 1
+    assert stdout[len(summary) + 1 :].splitlines() == [
+        f"wrote {out} (every token) and {out.with_name('m_blocks.png')} (2x2 blocks)"
+    ]
+    block_lines = [line for line in summary.splitlines() if "2x2" in line]
+    assert len(block_lines) == 1, summary
+    numbers = re.findall(r"\d+", block_lines[0].replace(",", ""))
+    assert {str(full), str(skipped), "16"} <= set(numbers), block_lines  # the brute-force counts
     assert "causal-frame" in stdout and "num_frames=4" in stdout
     # element picture: attend vs masked cells in the proportion of the brute-force mask
     attend, masked = color_share(out, ATTEND_COLOR), color_share(out, MASKED_COLOR)
@@ -275,3 +288,33 @@ def test_a_rank_other_than_0_prints_an_error_of_its_own_machine(tmp_path):
     cmd = [sys.executable, "-m", "flexframe", "ablate", "--lr", "-1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr) == (2, "")
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["ablate", "--steps", "five"], ["argument --steps", "invalid int value: 'five'"]),
+        (["ablate", "--lr", "fast"], ["argument --lr", "invalid float value: 'fast'"]),
+        (["ablate", "--loss-type", "l2"], ["argument --loss-type", "invalid choice: 'l2'"]),
+        (["ablate", "--seeds", "a,b"], ["argument --seeds", "'a,b'"]),
+        (["ablate", "--steps"], ["argument --steps", "expected one argument"]),
+        (["ablat"], ["argument COMMAND", "invalid choice: 'ablat'"]),
+        (["show", "full", "seq_len=4", "--block-size", "big"], ["--block-size", "'big'"]),
+        ([], ["required: COMMAND"]),
+    ],
+)
+def test_argparse_errors_are_one_line_like_flexframes_own(capsys, argv, needles):
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1, err  # no usage block
+    assert err.startswith("flexframe") and ": error: " in err and "usage:" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert "--help" in err  # where the usage is
+
+
+def test_version_prints_the_package_version(capsys):
+    import flexframe
+
+    code, out, _ = run(capsys, "--version")
+    assert (code, out) == (0, f"flexframe {flexframe.__version__}\n")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from flexframe import FlexFrameDecoder, get_mask
+from flexframe.nn import KernelPolicy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -20,20 +21,39 @@ CASES = {
     "sliding-window": {"num_frames": 8, "num_patches_per_frame": 64, "window_size": 2},
     "timestamp-causal": {"timestamps": [0, 4, 8, 12, 9, 10, 11, 12], "num_patches_per_frame": 64},
     "packed-causal-frame": {"frames_per_video": [3, 5], "num_patches_per_frame": 50},
-}
+    "sliding-window-sinks": {"num_frames": 9, "num_patches_per_frame": 96, "window_size": 2,
+                             "sink_frames": 1},
+    "chunk-causal": {"num_frames": 9, "num_patches_per_frame": 96, "frames_per_chunk": 3,
+                     "window_size": 1, "sink_chunks": 1},
+    "teacher-forcing": {"num_frames": 6, "num_patches_per_frame": 100, "frames_per_chunk": 3},
+}  # fmt: skip
+
+
+# The masks of the first round get the full matrix of head dims; the generation masks (one
+# closed form each, compiled like the others) head dim 128, which FLASH and the models use.
+HEAD_DIMS = {name: (64, 96, 128) for name in CASES}
+for _name in ("sliding-window-sinks", "chunk-causal", "teacher-forcing"):
+    HEAD_DIMS[_name] = (128,)
+FLEX_VS_SDPA = [(n, d) for n in sorted(CASES) for d in HEAD_DIMS[n] if d != 96]
+TUNED = [(n, d) for n in sorted(CASES) for d in HEAD_DIMS[n]]
+
+
+def case_spec(name: str):
+    """The registered mask of a case (``sliding-window-sinks`` is sliding-window with sinks)."""
+    return get_mask(name.removesuffix("-sinks"), **CASES[name])
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def twin_decoders(head_dim: int, first: dict, second: dict, **kwargs) -> tuple:
+def twin_decoders(head_dim: int, first: dict, second: dict, kernels=None, **kwargs) -> tuple:
     """Two bf16 CUDA decoders with the same weights, built with ``first`` and ``second`` on top
     of ``kwargs`` (default: 2 layers of 4 query and 2 key/value heads of ``head_dim``)."""
     kwargs = {"dim": 4 * head_dim, "depth": 2, "num_heads": 4, "num_kv_heads": 2,
               "head_dim": head_dim, **kwargs}  # fmt: skip
-    a = FlexFrameDecoder(**kwargs, **first).cuda().to(torch.bfloat16)
-    b = FlexFrameDecoder(**kwargs, **second).cuda().to(torch.bfloat16)
+    a = FlexFrameDecoder(**kwargs, **first, kernels=kernels).cuda().to(torch.bfloat16)
+    b = FlexFrameDecoder(**kwargs, **second, kernels=kernels).cuda().to(torch.bfloat16)
     b.load_state_dict(a.state_dict())
     return a, b
 
@@ -58,11 +78,13 @@ def pair_errors(a, b, spec, x: torch.Tensor) -> dict[str, float]:
     }
 
 
-def case_errors(name: str, head_dim: int, first: dict, second: dict) -> dict[str, float]:
+def case_errors(
+    name: str, head_dim: int, first: dict, second: dict, kernels=None
+) -> dict[str, float]:
     """:func:`pair_errors` of twin decoders on the mask ``CASES[name]``, batch 2."""
-    spec = get_mask(name, **CASES[name])
+    spec = case_spec(name)
     torch.manual_seed(0)
-    a, b = twin_decoders(head_dim, first, second)
+    a, b = twin_decoders(head_dim, first, second, kernels)
     x = torch.randn(2, spec.q_len, 4 * head_dim, device="cuda", dtype=torch.bfloat16)
     return pair_errors(a, b, spec, x)
 
@@ -72,8 +94,7 @@ def flex_vs_sdpa_errors(name: str, head_dim: int) -> dict[str, float]:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("head_dim", [64, 128])
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name, head_dim", FLEX_VS_SDPA)
 def test_flex_equals_sdpa_in_bf16_forward_and_backward(name, head_dim):
     errors = flex_vs_sdpa_errors(name, head_dim)
     assert all(e < 1e-2 for e in errors.values()), errors
@@ -111,24 +132,61 @@ def test_reconstruction_loss_under_bf16_autocast_on_the_flex_backend(fast_slow):
 @pytest.mark.parametrize("block_size", [128, (128, 64)])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_closed_form_builder_on_the_gpu_gives_torchs_tensors(name, block_size):
-    # The host-to-device copy and the GPU searchsorted/gather route, against torch's builder.
+    # The one host-to-device copy and the grids formed on the GPU, against torch's builder.
     from torch.nn.attention.flex_attention import create_block_mask
 
     from flexframe.masks.closed_form import build_block_mask
 
-    spec = get_mask(name, **CASES[name])
+    spec = case_spec(name)
     bs = block_size if isinstance(block_size, tuple) else (block_size, block_size)
     mod = spec.mask_mod_for("cuda")
     want = create_block_mask(mod, 1, 1, spec.q_len, spec.kv_len, device="cuda", BLOCK_SIZE=bs)
-    for method in ("grids", "intervals"):
-        got = build_block_mask(spec.relation, mod, bs, torch.device("cuda"), method=method)
-        for attr in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
-                     "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):  # fmt: skip
-            tensor = getattr(got, attr)
-            assert tensor.is_cuda and torch.equal(tensor, getattr(want, attr)), (method, attr)
+    got = build_block_mask(spec.relation, mod, bs, torch.device("cuda"))
+    for attr in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                 "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):  # fmt: skip
+        tensor = getattr(got, attr)
+        assert tensor.is_cuda and torch.equal(tensor, getattr(want, attr)), attr
 
 
-def tuned_vs_plain_errors(name: str, head_dim: int, kernel_options=None) -> dict[str, float]:
+@pytest.mark.cuda
+@pytest.mark.parametrize("patches", [128, 96])
+def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivial(patches):
+    # The class of torch issue 188322: FLASH once ignored a sparse BlockMask when the mask_mod
+    # let everything through. Causal-frame's blocks with a noop mask_mod must still skip the
+    # future: the result is attention over exactly the computed blocks.
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
+
+    from flexframe.masks import dense_from_block_mask
+    from flexframe.nn import flash_available
+
+    if not flash_available():
+        pytest.skip("FlashAttention-4 is not installed here")
+    spec = get_mask("causal-frame", num_frames=6, num_patches_per_frame=patches)
+    blocks = spec.block_mask("cuda")
+    trivial = BlockMask(
+        blocks.seq_lengths,
+        blocks.kv_num_blocks, blocks.kv_indices, blocks.full_kv_num_blocks,
+        blocks.full_kv_indices, blocks.q_num_blocks, blocks.q_indices,
+        blocks.full_q_num_blocks, blocks.full_q_indices,
+        BLOCK_SIZE=blocks.BLOCK_SIZE, mask_mod=noop_mask,
+    )  # fmt: skip
+    assert blocks.sparsity() > 0
+    q, k, v = (torch.randn(1, 4, spec.q_len, 128, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))  # fmt: skip
+    flash = torch.compile(flex_attention, dynamic=False)
+    out = flash(q, k, v, block_mask=trivial, kernel_options={"BACKEND": "FLASH"})
+    dense = dense_from_block_mask(trivial)  # full blocks and partial blocks whole
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=dense
+    )
+    assert rel_err(out, want) < 1e-2
+    everything = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert rel_err(out, everything) > 0.05  # the skipped blocks really were skipped
+
+
+def tuned_vs_plain_errors(
+    name: str, head_dim: int, kernel_options=None, kernels=None
+) -> dict[str, float]:
     """The decoder with ``kernel_options`` (None: flexframe's default for the inputs) against
     torch's default Triton kernel (``{}``), forward and backward in bf16."""
     return case_errors(
@@ -136,12 +194,13 @@ def tuned_vs_plain_errors(name: str, head_dim: int, kernel_options=None) -> dict
         head_dim,
         {"attention_backend": "flex", "kernel_options": kernel_options},
         {"attention_backend": "flex", "kernel_options": {}},
+        kernels,
     )
 
 
 @pytest.mark.cuda
 def test_the_default_kernel_options_follow_the_documented_order():
-    from flexframe.nn.attention import default_kernel_options, flash_available
+    from flexframe.nn import default_kernel_options, flash_available
 
     hopper = torch.cuda.get_device_capability()[0] == 9
     triton = {"USE_TMA": True} if hopper else {}
@@ -158,74 +217,60 @@ def test_the_default_kernel_options_follow_the_documented_order():
         torch.use_deterministic_algorithms(False)
 
 
-@pytest.fixture
-def fresh_flash(monkeypatch):
-    """No compiled kernels and no FLASH bookkeeping from earlier tests: each test sees FLASH's
-    first shapes itself."""
-    from flexframe.nn import attention
-
-    torch._dynamo.reset()
-    monkeypatch.setattr(attention, "_FLASH_FAILED", set())
-    monkeypatch.setattr(attention, "_FLASH_SHAPES", set())
-    monkeypatch.setattr(attention, "_FLASH_SHAPES_FULL", set())
-    return attention
-
-
 @pytest.mark.cuda
-@pytest.mark.parametrize("head_dim", [64, 96, 128])
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_the_tuned_default_gives_the_triton_result(fresh_flash, name, head_dim):
+@pytest.mark.parametrize("name, head_dim", TUNED)
+def test_the_tuned_default_gives_the_triton_result(name, head_dim):
     # The tuned default (FLASH where FlashAttention-4 is installed, else USE_TMA) against torch's
     # default Triton kernel. Where FLASH is the default it must really have run: no failure
-    # handed over to Triton on the way.
-    errors = tuned_vs_plain_errors(name, head_dim)
+    # handed over to Triton on the way. A policy of its own: no earlier test's FLASH shapes.
+    policy = KernelPolicy()
+    errors = tuned_vs_plain_errors(name, head_dim, kernels=policy)
     assert all(e < 1e-2 for e in errors.values()), errors
-    assert not fresh_flash._FLASH_FAILED, fresh_flash._FLASH_FAILED
-    flash = fresh_flash.default_kernel_options("cuda", torch.bfloat16, head_dim) == {
-        "BACKEND": "FLASH"
-    }
-    assert bool(fresh_flash._FLASH_SHAPES) == flash
+    assert not policy.flash_failed, policy.flash_failed
+    flash = policy.options("cuda:0", torch.bfloat16, head_dim) == {"BACKEND": "FLASH"}
+    assert bool(policy.flash_signatures) == flash
 
 
 @pytest.mark.cuda
-def test_the_tuned_default_serves_changing_lengths(fresh_flash):
+def test_the_tuned_default_serves_changing_lengths():
     # Frame counts that change from batch to batch. FLASH compiles one kernel per length for the
-    # first FLASH_MAX_SHAPES lengths; the later ones go to the Triton default (lengths dynamic).
+    # first max_flash_shapes lengths; the later ones go to the Triton default (lengths dynamic).
     # Each length against the sdpa backend, forward and backward.
+    from flexframe.nn import flash_available
+
+    policy = KernelPolicy()
     torch.manual_seed(0)
     flex, sdpa = twin_decoders(
-        128, {"attention_backend": "flex"}, {"attention_backend": "sdpa"},
+        128, {"attention_backend": "flex"}, {"attention_backend": "sdpa"}, kernels=policy,
         dim=256, depth=1, num_heads=2, num_kv_heads=2,
     )  # fmt: skip
-    limit = fresh_flash.FLASH_MAX_SHAPES
+    limit = policy.max_flash_shapes
     for i, num_frames in enumerate(range(8, 8 + 2 * (limit + 2), 2)):
         spec = get_mask("causal-frame", num_frames=num_frames, num_patches_per_frame=64)
         x = torch.randn(1, spec.q_len, 256, device="cuda", dtype=torch.bfloat16)
         errors = pair_errors(flex, sdpa, spec, x)
         assert errors["out"] < 1e-2 and errors["grad_x"] < 1e-2, (num_frames, errors)
-        if fresh_flash.flash_available():
-            assert len(fresh_flash._FLASH_SHAPES) == min(i + 1, limit), num_frames
-    assert not fresh_flash._FLASH_FAILED, fresh_flash._FLASH_FAILED
+        if flash_available():
+            assert len(policy.flash_signatures) == min(i + 1, limit), num_frames
+    assert not policy.flash_failed, policy.flash_failed
 
 
 if __name__ == "__main__":
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__}")
     print("| mask | head_dim | out | grad x | worst param grad |")
     print("|---|---|---|---|---|")
-    for name in sorted(CASES):
-        for head_dim in (64, 128):
-            e = flex_vs_sdpa_errors(name, head_dim)
-            print(
-                f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
-                f"{e['grad_params_max']:.2e} |"
-            )
+    for name, head_dim in FLEX_VS_SDPA:
+        e = flex_vs_sdpa_errors(name, head_dim)
+        print(
+            f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
+            f"{e['grad_params_max']:.2e} |"
+        )
     print()
     print("| mask | head_dim | tuned default vs Triton {}: out | grad x | worst param grad |")
     print("|---|---|---|---|---|")
-    for name in sorted(CASES):
-        for head_dim in (64, 96, 128):
-            e = tuned_vs_plain_errors(name, head_dim)
-            print(
-                f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
-                f"{e['grad_params_max']:.2e} |"
-            )
+    for name, head_dim in TUNED:
+        e = tuned_vs_plain_errors(name, head_dim)
+        print(
+            f"| {name} | {head_dim} | {e['out']:.2e} | {e['grad_x']:.2e} | "
+            f"{e['grad_params_max']:.2e} |"
+        )

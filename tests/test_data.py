@@ -30,6 +30,7 @@ from flexframe.data import (
     read_video_frames,
     write_video,
 )
+from flexframe.experiment.camera import synthetic_camera_frames
 
 SKLEARN_IMAGES = torch.from_numpy(load_digits().images).float() / 16.0  # [1797, 8, 8]
 
@@ -564,3 +565,56 @@ def test_missing_pyav_names_the_extra(videos, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
     with pytest.raises(ImportError, match=r'pip install "flexframe\[video\]"'):
         read_video_frames(videos["ramp"], [0])
+
+
+# --------------------------------------------------------------------------------------------
+# Camera-like clips: what the ablation's tests and README use where no camera clip is at hand
+# --------------------------------------------------------------------------------------------
+
+
+@given(st.integers(1, 12), st.sampled_from([8, 16, 32]), st.sampled_from([1, 3]),
+       st.integers(0, 2**31 - 1))  # fmt: skip
+@settings(max_examples=6)
+def test_camera_frames_have_their_shape_range_and_repeat_for_a_seed(t, size, channels, seed):
+    frames = synthetic_camera_frames(t, size=size, seed=seed, channels=channels)
+    assert frames.shape == (t, channels, size, size) and frames.dtype == torch.float32
+    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
+    assert torch.equal(frames, synthetic_camera_frames(t, size=size, seed=seed, channels=channels))
+    assert not torch.equal(frames, synthetic_camera_frames(t, size=size, seed=seed + 1,
+                                                           channels=channels))  # fmt: skip
+
+
+def test_camera_frames_move_smoothly_as_a_camera_does():
+    """Without sensor noise, every frame differs from the last (the camera moves) by far less
+    than frames eight apart differ; the noise adds its variance to every frame pair."""
+    still = synthetic_camera_frames(24, size=32, seed=3, noise=0.0)
+    step = (still[1:] - still[:-1]).pow(2).mean(dim=(1, 2, 3))
+    far = (still[8:] - still[:-8]).pow(2).mean(dim=(1, 2, 3))
+    assert bool((step > 0).all()) and float(step.mean()) < 0.25 * float(far.mean())
+    noisy = synthetic_camera_frames(24, size=32, seed=3, noise=0.05)
+    extra = (noisy[1:] - noisy[:-1]).pow(2).mean() - step.mean()
+    assert float(extra) == pytest.approx(2 * 0.05**2, rel=0.25)  # two frames' noise, clamped
+    faster = synthetic_camera_frames(24, size=32, seed=3, noise=0.0, speed=3.0)
+    assert float((faster[1:] - faster[:-1]).pow(2).mean()) > 2 * float(step.mean())
+
+
+def test_camera_frames_round_trip_through_a_video_file(tmp_path):
+    frames = synthetic_camera_frames(10, size=32, seed=0)
+    path = write_video(tmp_path / "camera.mp4", frames)
+    back = read_video_frames(path, size=32)
+    assert back.shape == frames.shape
+    assert float((back - frames).abs().mean()) < 0.03  # a lossy codec, near the original
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, needle",
+    [
+        ({"num_frames": 0}, ValueError, "num_frames must be >= 1"),
+        ({"num_frames": 4, "size": 1}, ValueError, "size must be >= 2"),
+        ({"num_frames": 4, "channels": 2}, ValueError, "channels must be 1 or 3"),
+        ({"num_frames": 2.5}, TypeError, "num_frames must be an int"),
+    ],
+)
+def test_camera_frames_refuse_bad_arguments_by_name(kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        synthetic_camera_frames(**kwargs)

@@ -26,7 +26,7 @@ compiled_flex = torch.compile(flex_attention)
 def test_compiled_flex_attention_equals_sdpa_with_the_dense_mask(name, params):
     spec = get_mask(name, **params)
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 2, spec.q_len, 16, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(2, 2, spec.q_len, 32, generator=gen) for _ in range(3))
     out = compiled_flex(q, k, v, block_mask=spec.block_mask("cpu"))
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=spec.to_dense())
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -189,3 +189,12 @@ def test_each_mask_family_gets_its_own_compiled_function():
     assert policy.compiled(frame) is policy.compiled(frame)
     assert policy.compiled(frame) is not policy.compiled(window.mask_mod)
     assert policy.compiled(frame, flash=True) is not policy.compiled(frame)
+
+
+@pytest.mark.parametrize("head_dim", [8, 16, 24])
+def test_flex_on_the_cpu_refuses_head_dims_its_kernel_gets_wrong(head_dim):
+    # torch's CPU kernel gave errors up to 2.8 (and NaN) against sdpa at head dims 8 and 16.
+    spec = get_mask("causal-frame", num_frames=3, num_patches_per_frame=8)
+    q = torch.randn(1, 2, spec.q_len, head_dim)
+    with pytest.raises(ValueError, match=f"head_dim={head_dim} is refused.*'sdpa'.*32 or more"):
+        KernelPolicy().attend(q, q, q, spec.block_mask("cpu"))

@@ -207,7 +207,7 @@ def test_list_masks_is_sorted_and_holds_the_built_ins():
         "packed-causal-frame",
     }
     assert expected <= set(names)
-    assert list_masks("*window*") == ["sliding-window"]
+    assert list_masks("*window*") == ["prompt-sliding-window", "sliding-window"]
 
 
 @given(mask_configs(max_frames=4, max_patches=4), mask_configs(max_frames=4, max_patches=4))

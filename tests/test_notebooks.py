@@ -56,3 +56,14 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= len(pictures)  # every saved picture was also shown
     assert seconds < 60, f"the notebook took {seconds:.0f} s"
+
+
+def test_the_gallery_draws_each_generation_mask_with_a_line_on_what_it_reproduces():
+    nb = nbformat.read(ROOT / "notebooks" / "mask_gallery.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for name in ("chunk-causal", "teacher-forcing", "sliding-window"):
+        assert f'"{name}"' in code and f"`{name}`" in text, name
+    assert "sink_chunks=1" in code and "sink_frames=1" in code
+    for source in ("CausVid", "Self-Forcing"):  # the published settings the masks reproduce
+        assert source in text

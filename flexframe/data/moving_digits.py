@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -90,12 +89,11 @@ def _split_indices(split: str) -> Tensor:
 
 
 def _check_speed(speed: object) -> tuple[float, float]:
-    ok = (
+    if not (
         isinstance(speed, (tuple, list))
         and len(speed) == 2
         and all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in speed)
-    )
-    if not ok:
+    ):
         raise TypeError(
             f"speed must be a (min, max) pair of numbers in pixels per frame, got {speed!r}"
         )

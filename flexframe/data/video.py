@@ -230,7 +230,7 @@ def read_video_frames(
         raise VideoReadError(p, "has no decodable frames")
     if indices is None:
         indices = tuple(range(num_decoded))
-    elif last >= num_decoded:
+    elif last is not None and last >= num_decoded:
         raise IndexError(
             f"frame_indices asks for frame {last}, but '{path}' has only {num_decoded} "
             f"decodable frames (0..{num_decoded - 1})"
@@ -351,8 +351,8 @@ def write_video(
     if codec is None:
         codec, default_options = _default_codec(av, p.suffix.lower())
         options = default_options if options is None else options
-    rgb = (frames.detach().cpu().float().expand(-1, 3, -1, -1) * 255.0).round_().to(torch.uint8)
-    rgb = rgb.permute(0, 2, 3, 1).contiguous().numpy()  # [T, H, W, 3]
+    pixels = (frames.detach().cpu().float().expand(-1, 3, -1, -1) * 255.0).round_()
+    rgb = pixels.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()  # [T, H, W, 3]
     with _open(av, p, "w") as container:
         try:
             stream = container.add_stream(codec, rate=fps, options=dict(options or {}))

@@ -5,7 +5,7 @@ a plain ``mask_mod(b, h, q_idx, kv_idx)`` (True = may attend), as attention-gym'
 registered masks (``get_mask``) wrap the same mask_mods with their lengths and closed forms.
 """
 
-from flexframe.masks import chunk, frame, timestamp, token  # noqa: F401  (registers the built-ins)
+from flexframe.masks import chunk, frame, prompt, timestamp, token  # noqa: F401  (registers them)
 from flexframe.masks.blocks import (
     BlockSparsity,
     block_grids,

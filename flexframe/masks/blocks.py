@@ -10,17 +10,11 @@ read the grids from here, so they all count the same blocks the kernel runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, create_mask
 
 from flexframe._checks import normalize_block_size
-
-if TYPE_CHECKING:
-    from flexframe.masks.spec import MaskSpec
-
-AnyMask = "MaskSpec | BlockMask | torch.Tensor"
 
 
 def plural(count: int, noun: str) -> str:
@@ -57,10 +51,11 @@ def grids_from_block_mask(block_mask: BlockMask) -> tuple[torch.Tensor, torch.Te
     bq, bk = block_mask.BLOCK_SIZE
     nq, nk = -(-q_len // bq), -(-kv_len // bk)
     partial = _grid_from_indices(block_mask.kv_num_blocks, block_mask.kv_indices, nq, nk)
-    if block_mask.full_kv_num_blocks is None:
+    full_num, full_idx = block_mask.full_kv_num_blocks, block_mask.full_kv_indices
+    if full_num is None or full_idx is None:
         full = torch.zeros_like(partial)
     else:
-        full = _grid_from_indices(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, nq, nk)
+        full = _grid_from_indices(full_num, full_idx, nq, nk)
     return partial & ~full, full
 
 
@@ -229,8 +224,9 @@ def block_grids(
     if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.dtype == torch.bool:
         partial, full = grids_from_dense(mask, bs)
         return partial, full, bs, (int(mask.shape[0]), int(mask.shape[1]))
+    what = type(mask).__name__
+    if isinstance(mask, torch.Tensor):
+        what += f" of shape {tuple(mask.shape)} and dtype {mask.dtype}"
     raise TypeError(
-        "mask must be a MaskSpec, a BlockMask or a [q_len, kv_len] bool tensor, got "
-        f"{type(mask).__name__}"
-        + (f" of shape {tuple(mask.shape)} and dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else "")
+        f"mask must be a MaskSpec, a BlockMask or a [q_len, kv_len] bool tensor, got {what}"
     )

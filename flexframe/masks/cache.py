@@ -74,7 +74,12 @@ class LRUCache:
 
     def info(self) -> dict[str, int]:
         """Hits, misses, current size and bound."""
-        return {"hits": self.hits, "misses": self.misses, "size": len(self), "maxsize": self.maxsize}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "size": len(self),
+            "maxsize": self.maxsize,
+        }
 
     def __len__(self) -> int:
         return len(self._data)

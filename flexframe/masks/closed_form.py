@@ -368,16 +368,16 @@ def block_mask_from_grids(
     elif partial.dim() == 3:  # [B, Q_BLOCKS, KV_BLOCKS]: H = 1
         partial, full = partial[:, None], full[:, None]
     nq, nkv = partial.shape[-2:]
-    if nq == nkv:
-        num, idx = ordered_indices(
-            torch.stack([partial, full, partial.transpose(-1, -2), full.transpose(-1, -2)])
-        )
+    sides = [(partial, full), (partial.transpose(-1, -2), full.transpose(-1, -2))]
+    if nq == nkv:  # one batch of four grids: fewer launches
+        num_all, idx_all = ordered_indices(torch.stack([g for side in sides for g in side]))
+        num, idx = list(num_all.unbind()), list(idx_all.unbind())
     else:
-        num_kv, idx_kv = ordered_indices(torch.stack([partial, full]))
-        num_q, idx_q = ordered_indices(
-            torch.stack([partial.transpose(-1, -2), full.transpose(-1, -2)])
-        )
-        num, idx = [*num_kv, *num_q], [*idx_kv, *idx_q]
+        num, idx = [], []
+        for side in sides:
+            side_num, side_idx = ordered_indices(torch.stack(side))
+            num += side_num.unbind()
+            idx += side_idx.unbind()
     return BlockMask(
         seq_lengths,
         num[0],

@@ -11,6 +11,7 @@ import fnmatch
 import inspect
 import itertools
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ class MaskEntry:
     Example:
         >>> from flexframe import get_mask_entry
         >>> [p.name for p in get_mask_entry("sliding-window").parameters]
-        ['num_frames', 'num_patches_per_frame', 'window_size']
+        ['num_frames', 'num_patches_per_frame', 'window_size', 'sink_frames']
     """
 
     name: str
@@ -63,7 +64,20 @@ class MaskEntry:
         return f"{self.name}({', '.join(str(p) for p in self.parameters)})"
 
 
+def _annotation(hint: Any, raw: Any) -> str:
+    """How ``flexframe masks`` shows a parameter's type: a Literal by its values."""
+    if typing.get_origin(hint) is typing.Literal:
+        return " | ".join(repr(v) for v in typing.get_args(hint))
+    if isinstance(raw, str):
+        return raw
+    return getattr(raw, "__name__", str(raw))
+
+
 def _parameters_of(factory: MaskFactory) -> tuple[MaskParameter, ...]:
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # an annotation that cannot be resolved: show it as written
+        hints = {}
     params = []
     for p in inspect.signature(factory).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -71,9 +85,9 @@ def _parameters_of(factory: MaskFactory) -> tuple[MaskParameter, ...]:
                 f"mask factory {factory.__name__} takes *{p.name}: registered masks need "
                 "named parameters so that a config can be checked against them"
             )
-        annotation = p.annotation if isinstance(p.annotation, str) else ""
-        if annotation == "" and p.annotation is not inspect.Parameter.empty:
-            annotation = getattr(p.annotation, "__name__", str(p.annotation))
+        annotation = ""
+        if p.annotation is not inspect.Parameter.empty:
+            annotation = _annotation(hints.get(p.name), p.annotation)
         required = p.default is inspect.Parameter.empty
         params.append(MaskParameter(p.name, required, None if required else p.default, annotation))
     return tuple(params)
@@ -242,8 +256,8 @@ def list_masks(pattern: str | None = None) -> list[str]:
 
     Example:
         >>> from flexframe import list_masks
-        >>> list_masks("*causal*")
-        ['causal-frame', 'packed-causal-frame', 'timestamp-causal', 'token-causal']
+        >>> list_masks("*frame*")
+        ['causal-frame', 'packed-causal-frame', 'prompt-causal-frame']
     """
     return REGISTRY.list(pattern)
 

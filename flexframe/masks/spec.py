@@ -9,9 +9,9 @@ the decoder, the pictures and the loss take. It knows how to become:
   ``create_block_mask`` otherwise, and cached (``flexframe.masks.cache``).
 
 Size limits: a dense mask holds ``q_len * kv_len`` bytes, and torch's eager ``create_block_mask``
-(the CPU builder for masks without a closed form) as many over the padded block grid. Both are
-refused above :data:`MAX_DENSE_BYTES` (4 GiB), with the byte count and what to use instead; pass
-``max_bytes=`` to go past it on purpose.
+(the CPU builder for masks without a closed form) about :data:`EAGER_BYTES_PER_CELL` bytes per
+cell of the padded block grid. Both are refused above :data:`MAX_DENSE_BYTES` (4 GiB), with the
+byte count and what to use instead; ``to_dense(max_bytes=...)`` goes past it on purpose.
 """
 
 from __future__ import annotations
@@ -48,14 +48,17 @@ ModFactory = Callable[[torch.device], MaskMod]
 
 MAX_DENSE_BYTES = 4 << 30
 """The largest dense mask (or eager ``create_block_mask`` grid) built without ``max_bytes``."""
+EAGER_BYTES_PER_CELL = 12
+"""What torch's eager ``create_block_mask`` holds per cell of its padded grid (measured: 2.9 GB
+for a 16K x 16K grid on the CPU, torch 2.13)."""
 
 
-def _check_size(what: str, cells: int, max_bytes: int | None, instead: str) -> None:
+def _check_size(what: str, nbytes: int, max_bytes: int | None, instead: str) -> None:
     limit = MAX_DENSE_BYTES if max_bytes is None else check_int("max_bytes", max_bytes, minimum=0)
-    if cells > limit:
+    if nbytes > limit:
         raise ValueError(
-            f"{what} would hold {cells:,} bytes ({cells / 2**30:.1f} GiB), above the "
-            f"{limit / 2**30:.1f} GiB limit; {instead}, or pass max_bytes={cells} to build it anyway"
+            f"{what} would hold {nbytes:,} bytes ({nbytes / 2**30:.1f} GiB), above the "
+            f"{limit / 2**30:.1f} GiB limit; {instead}"
         )
 
 
@@ -151,7 +154,8 @@ class MaskSpec:
             f"the dense mask of {self.name!r} ([{self.q_len}, {self.kv_len}])",
             self.q_len * self.kv_len,
             max_bytes,
-            "use block_mask() (O(blocks)) for attention and pictures by block",
+            "use block_mask() (O(blocks)) for attention and pictures by block, or pass "
+            f"max_bytes={self.q_len * self.kv_len} to build it anyway",
         )
         device = torch.device("cpu") if device is None else resolve_device(device)
         dense = create_mask(self.mask_mod_for(device), 1, 1, self.q_len, self.kv_len, device)
@@ -224,8 +228,8 @@ class MaskSpec:
             cells = -(-self.q_len // bs[0]) * bs[0] * (-(-self.kv_len // bs[1]) * bs[1])
             _check_size(
                 f"torch's create_block_mask for {self.name!r} (no closed form) at block size "
-                f"{bs} (a padded grid of {cells:,} cells)",
-                cells,
+                f"{bs} (a padded grid of {cells:,} cells, {EAGER_BYTES_PER_CELL} bytes each)",
+                cells * EAGER_BYTES_PER_CELL,
                 None,
                 "build it on a GPU (compiled, no N x N memory), or use masks with a closed form",
             )
@@ -241,13 +245,14 @@ class MaskSpec:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(partial, full)`` ``[Q_BLOCKS, KV_BLOCKS]`` bool grids: the blocks the kernel runs.
 
-        From the closed form when the mask has one (O(blocks)), else from its BlockMask.
+        From the closed form when the mask has one (O(blocks)), else from its BlockMask. A block
+        that reaches into the padding past ``q_len`` or ``kv_len`` is never full, as in torch.
 
         Example:
             >>> from flexframe import get_mask
             >>> spec = get_mask("causal-frame", num_frames=2, num_patches_per_frame=3)
             >>> [g.int().tolist() for g in spec.block_grids(block_size=4)]
-            [[[1, 0], [1, 1]], [[0, 0], [0, 0]]]
+            [[[1, 1], [1, 1]], [[0, 0], [0, 0]]]
         """
         bs = normalize_block_size(block_size)
         if self.relation is not None:

@@ -1,10 +1,14 @@
 """The decoder stack: frame positions, attention over flexframe masks, the layers.
 
 ``config`` (the settings), ``kernels`` (which attention and which flex_attention kernel run),
-``positions`` (frame rotary embeddings), ``attention`` and ``decoder``.
+``positions`` (frame rotary embeddings), ``attention``, ``decoder``, and the frame KV cache for
+generating chunk by chunk under the training mask: ``streaming`` (the design, which masks
+stream), ``cache`` (``FrameKVCache``) and ``cache_step``.
 """
 
 from flexframe.nn.attention import Attention, resolve_mask
+from flexframe.nn.cache import FrameKVCache
+from flexframe.nn.cache_step import CacheStep, LayerStep, StepMask
 from flexframe.nn.config import DecoderConfig
 from flexframe.nn.decoder import DecoderLayer, FlexFrameDecoder
 from flexframe.nn.kernels import (
@@ -17,20 +21,28 @@ from flexframe.nn.kernels import (
     resolve_backend,
 )
 from flexframe.nn.positions import FramePositions, FrameRotaryEmbedding
+from flexframe.nn.streaming import STREAMING_MASKS, StreamingRule, streaming_rule
 
 __all__ = [
     "KERNELS",
+    "STREAMING_MASKS",
     "Attention",
+    "CacheStep",
     "DecoderConfig",
     "DecoderLayer",
     "FlexFrameDecoder",
+    "FrameKVCache",
     "FramePositions",
     "FrameRotaryEmbedding",
     "Hardware",
     "KernelPolicy",
+    "LayerStep",
+    "StepMask",
+    "StreamingRule",
     "compiled_flex_attention",
     "default_kernel_options",
     "flash_available",
     "resolve_backend",
     "resolve_mask",
+    "streaming_rule",
 ]

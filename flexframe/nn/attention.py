@@ -2,13 +2,15 @@
 
 ``flex``: ``flex_attention`` with the mask's ``BlockMask`` and the kernel policy's options
 (``flexframe.nn.kernels``). ``sdpa``: ``scaled_dot_product_attention`` with the mask's dense
-``[q_len, kv_len]`` bool tensor (cached). ``auto``: flex on CUDA, sdpa on the CPU.
+``[q_len, kv_len]`` bool tensor (cached). ``auto``: flex on CUDA, sdpa on the CPU. A mask is a
+``MaskSpec``, a bare ``BlockMask``, or any :class:`MaskSource` (a KV cache step's mask,
+``flexframe.nn.cache_step``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,28 @@ from flexframe.nn.config import DecoderConfig
 from flexframe.nn.kernels import KERNELS, KernelPolicy, resolve_backend
 from flexframe.nn.positions import FramePositions, FrameRotaryEmbedding
 
+if TYPE_CHECKING:
+    from flexframe.nn.cache import FrameKVCache
+
 MaskLike = MaskSpec | BlockMask | str | Mapping[str, Any]
+
+
+class MaskSource(Protocol):
+    """A ``[q_len, kv_len]`` mask that gives its BlockMask (flex) and dense form (sdpa) on a
+    device: ``MaskSpec``, and the mask of a KV cache step."""
+
+    @property
+    def q_len(self) -> int: ...
+
+    @property
+    def kv_len(self) -> int: ...
+
+    def block_mask(self, device: torch.device) -> BlockMask: ...
+
+    def dense(self, device: torch.device) -> torch.Tensor: ...
+
+
+AttentionMask = MaskSource | BlockMask
 
 
 def resolve_mask(
@@ -54,16 +77,31 @@ def resolve_mask(
     )
 
 
-def mask_lengths(mask: MaskSpec | BlockMask) -> tuple[int, int]:
-    """``(q_len, kv_len)`` of a spec or a BlockMask."""
-    if isinstance(mask, MaskSpec):
-        return mask.q_len, mask.kv_len
-    return int(mask.seq_lengths[0]), int(mask.seq_lengths[1])
+def check_tokens(x: Any, dim: int, name: str = "x") -> None:
+    """Refuse anything but a token tensor ``[B, N, dim]``, naming it ``name``.
+
+    Example:
+        >>> check_tokens(torch.zeros(2, 5, 8), 8)
+        >>> check_tokens(torch.zeros(5, 8), 8, "x_chunk")
+        Traceback (most recent call last):
+        ...
+        ValueError: x_chunk must be [B, N, 8], got (5, 8)
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != dim:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be [B, N, {dim}], got {shape}")
 
 
-def dense_mask(mask: MaskSpec | BlockMask, device: torch.device) -> torch.Tensor:
+def mask_lengths(mask: AttentionMask) -> tuple[int, int]:
+    """``(q_len, kv_len)`` of a spec, a cache step's mask or a BlockMask."""
+    if isinstance(mask, BlockMask):
+        return int(mask.seq_lengths[0]), int(mask.seq_lengths[1])
+    return mask.q_len, mask.kv_len
+
+
+def dense_mask(mask: AttentionMask, device: torch.device) -> torch.Tensor:
     """The ``[q_len, kv_len]`` bool mask the sdpa backend applies (cached)."""
-    if isinstance(mask, MaskSpec):
+    if not isinstance(mask, BlockMask):
         return mask.dense(device)
     # A bare BlockMask is keyed by its identity; the entry holds the BlockMask itself, so its id
     # cannot be reused by another object while the entry lives.
@@ -123,16 +161,32 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        context: torch.Tensor,
-        mask: MaskSpec | BlockMask,
+        context: torch.Tensor | None = None,
+        mask: AttentionMask | None = None,
         q_positions: FramePositions | None = None,
         kv_positions: FramePositions | None = None,
+        *,
+        cache: FrameKVCache | None = None,
+        append: bool = True,
     ) -> torch.Tensor:
         """Attend from ``x`` ``[B, N, dim]`` to ``context`` ``[B, M, dim]`` under ``mask``.
 
         ``mask`` must be ``[N, M]``. Rotary positions apply when both position sets are given.
-        Returns ``[B, N, dim]``.
+        Returns ``[B, N, dim]``. With ``cache`` (a :class:`~flexframe.nn.FrameKVCache` built for
+        this attention) ``x`` is a chunk of whole frames ``[B, c * P, dim]`` attending to itself
+        and the cached frames its mask allows, appended to the cache unless ``append=False``.
         """
+        if cache is not None:
+            if any(a is not None for a in (context, mask, q_positions, kv_positions)):
+                raise ValueError(
+                    "with a cache, attention takes the chunk alone, attention(x_chunk, "
+                    "cache=cache): the keys, the mask and the positions come from the cache"
+                )
+            return cache.attend(self, x, append=append)
+        if context is None or mask is None:
+            raise TypeError("attention(x, context, mask) needs a context and a mask (or a cache)")
+        if append is not True:
+            raise ValueError("append is for a step with a cache (cache=...)")
         q_len, kv_len = mask_lengths(mask)
         if (x.shape[1], context.shape[1]) != (q_len, kv_len):
             raise ValueError(
@@ -149,11 +203,16 @@ class Attention(nn.Module):
         x: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        mask: MaskSpec | BlockMask,
+        mask: AttentionMask,
         q_positions: FramePositions | None = None,
+        *,
+        dynamic: bool | None = None,
     ) -> torch.Tensor:
         """Queries of ``x`` ``[B, N, dim]`` (rotated by ``q_positions``) against keys and values
-        ``[B, H_kv, M, head_dim]`` under the ``[N, M]`` ``mask``; returns ``[B, N, dim]``."""
+        ``[B, H_kv, M, head_dim]`` under the ``[N, M]`` ``mask``; returns ``[B, N, dim]``.
+
+        ``dynamic`` is for flex: ``False`` compiles for these shapes (a caller whose shapes never
+        change, as a KV cache step); ``None`` leaves it to torch (see ``nn.kernels``)."""
         q_len, kv_len = mask_lengths(mask)
         if (x.shape[1], k.shape[2]) != (q_len, kv_len):
             raise ValueError(
@@ -166,20 +225,22 @@ class Attention(nn.Module):
         gqa = self.num_kv_heads != self.num_heads
         backend = resolve_backend(self.config.attention_backend, x.device)
         if backend == "flex":
-            if x.device.type == "cpu" and torch.is_grad_enabled() and (
-                q.requires_grad or k.requires_grad or v.requires_grad
+            if (
+                x.device.type == "cpu"
+                and torch.is_grad_enabled()
+                and (q.requires_grad or k.requires_grad or v.requires_grad)
             ):
                 raise RuntimeError(
                     "attention_backend='flex' cannot train on the CPU: FlexAttention has no "
                     "backward pass there. Use 'auto' or 'sdpa' to train, or run under "
                     "torch.no_grad() to infer with flex"
                 )
-            block_mask = mask.block_mask(x.device) if isinstance(mask, MaskSpec) else mask
+            block_mask = mask if isinstance(mask, BlockMask) else mask.block_mask(x.device)
             # One memory layout whether or not rotary ran, so that the compiled kernel's stride
             # guards hold.
             out = self.kernels.attend(
                 q.contiguous(), k.contiguous(), v.contiguous(), block_mask,
-                enable_gqa=gqa, kernel_options=self.config.kernel_options,
+                enable_gqa=gqa, kernel_options=self.config.kernel_options, dynamic=dynamic,
             )  # fmt: skip
         else:
             dense = dense_mask(mask, x.device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,10 +17,21 @@ from torch.nn.attention.flex_attention import BlockMask
 from torch.utils.checkpoint import checkpoint
 
 from flexframe.masks import MaskSpec, get_mask
-from flexframe.nn.attention import Attention, MaskLike, mask_lengths, resolve_mask
+from flexframe.nn.attention import (
+    Attention,
+    AttentionMask,
+    MaskLike,
+    check_tokens,
+    mask_lengths,
+    resolve_mask,
+)
 from flexframe.nn.config import DecoderConfig
 from flexframe.nn.kernels import KernelPolicy
 from flexframe.nn.positions import FramePositions
+
+if TYPE_CHECKING:
+    from flexframe.nn.cache import FrameKVCache
+    from flexframe.nn.cache_step import LayerStep
 
 
 class MLP(nn.Module):
@@ -51,14 +62,20 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        mask: MaskSpec | BlockMask,
+        mask: AttentionMask,
         positions: FramePositions | None,
         memory: torch.Tensor | None = None,
         memory_mask: MaskSpec | BlockMask | None = None,
         memory_positions: FramePositions | None = None,
+        cache_layer: LayerStep | None = None,
     ) -> torch.Tensor:
+        """``x`` ``[B, N, dim]`` through the layer; with ``cache_layer`` (a KV cache step, see
+        ``flexframe.nn.streaming``) the self-attention runs against the cached frames."""
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h, mask, positions, positions)
+        if cache_layer is None:
+            x = x + self.self_attn(h, h, mask, positions, positions)
+        else:
+            x = x + cache_layer.attend(self.self_attn, h)
         return self.finish(x, positions, memory, memory_mask, memory_positions)
 
     def finish(
@@ -130,13 +147,15 @@ class FlexFrameDecoder(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        mask: MaskLike,
+        mask: MaskLike | None = None,
         memory: torch.Tensor | None = None,
         memory_mask: MaskLike | None = None,
         *,
         mask_params: Mapping[str, Any] | None = None,
         positions: FramePositions | None = None,
         memory_positions: FramePositions | None = None,
+        cache: FrameKVCache | None = None,
+        append: bool = True,
     ) -> torch.Tensor:
         """Run the stack on ``x`` ``[B, N, dim]``; returns ``[B, N, dim]``.
 
@@ -155,7 +174,23 @@ class FlexFrameDecoder(nn.Module):
                 them, or the rotary positions are skipped (with a warning).
             memory_positions: positions of the memory tokens; rotary positions are applied in
                 the cross-attention only when both ``positions`` and these are known.
+            cache: a :class:`~flexframe.nn.FrameKVCache` built for this decoder: ``x`` is then a
+                chunk of ``c`` whole frames ``[B, c * P, dim]`` that attends to the cached frames
+                its mask allows and to itself (``mask`` may be left out; given, it must be the
+                cache's: the same name, frames, patches and parameters). Returns
+                ``[B, c * P, dim]``. See ``flexframe.nn.streaming``.
+            append: with a cache, write the chunk's frames into it (the default), or only read
+                it (``False``: a denoising pass over the same chunk).
         """
+        if cache is not None:
+            return self._cache_step(
+                x, cache, mask, mask_params, positions, memory, memory_mask, memory_positions,
+                append,
+            )  # fmt: skip
+        if mask is None:
+            raise TypeError("FlexFrameDecoder needs a mask (or a cache=FrameKVCache)")
+        if append is not True:
+            raise ValueError("append is for a step with a cache (cache=...)")
         spec = self._check_input(x, mask, mask_params)
         if positions is None and isinstance(spec, MaskSpec):
             positions = FramePositions.from_mask(spec)
@@ -177,21 +212,54 @@ class FlexFrameDecoder(nn.Module):
                 x = layer(x, spec, positions, memory, cross, memory_positions)
         return self.norm(x)
 
-    def _check_input(
-        self, x: torch.Tensor, mask: MaskLike, mask_params: Mapping[str, Any] | None
-    ) -> MaskSpec | BlockMask:
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be [B, N, {self.dim}], got {shape}")
+    def _cache_step(
+        self,
+        x: torch.Tensor,
+        cache: FrameKVCache,
+        mask: MaskLike | None,
+        mask_params: Mapping[str, Any] | None,
+        positions: FramePositions | None,
+        memory: torch.Tensor | None,
+        memory_mask: MaskLike | None,
+        memory_positions: FramePositions | None,
+        append: bool,
+    ) -> torch.Tensor:
+        """One streaming step (``forward`` with a cache)."""
+        self._check_x(x)
+        cache.check_module(self)
+        if mask is not None:
+            cache.check_mask(mask, mask_params)
+        if positions is not None:
+            raise ValueError(
+                "positions come from the cache with a cache step (the chunk's absolute frame "
+                "times); leave positions out"
+            )
+        cross = self._cross_mask(x, cache.spec, memory, memory_mask)
+        with cache.begin(cache.check_input(x), append=append) as step:
+            for i, layer in enumerate(self.layers):
+                x = layer(
+                    x, step.mask, step.positions, memory, cross, memory_positions, step.layer(i)
+                )
+        return self.norm(x)
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        check_tokens(x, self.dim)
         weight = self.norm.weight
-        if x.is_floating_point() and x.dtype != weight.dtype and not torch.is_autocast_enabled(
-            x.device.type
+        if (
+            x.is_floating_point()
+            and x.dtype != weight.dtype
+            and not torch.is_autocast_enabled(x.device.type)
         ):
             raise TypeError(
                 f"x is {x.dtype} but the decoder's weights are {weight.dtype}: cast the decoder "
                 f"(decoder.to({x.dtype})), cast x (x.to({weight.dtype})), or run under "
                 f"torch.autocast('{x.device.type}', dtype={x.dtype})"
             )
+
+    def _check_input(
+        self, x: torch.Tensor, mask: MaskLike, mask_params: Mapping[str, Any] | None
+    ) -> MaskSpec | BlockMask:
+        self._check_x(x)
         spec = resolve_mask(mask, mask_params)
         q_len, kv_len = mask_lengths(spec)
         if (q_len, kv_len) != (x.shape[1], x.shape[1]):

@@ -30,10 +30,12 @@ torch.compile"; the test suite turns that warning into an error). No global sett
 A new BlockMask of the same shape and family reuses the compiled kernel, and from the second
 length on torch marks lengths dynamic. FLASH cannot take dynamic lengths ("captures a dynamic
 scalar"), so it is compiled with ``dynamic=False``, one kernel per input signature, for at most
-``max_flash_shapes`` signatures a policy (later ones run the Triton kernel). A default FLASH kernel that fails in its forward call
-is reported once (a ``RuntimeWarning``) and replaced by the Triton default for that (device,
-dtype, head_dim); options a caller chose are never replaced, and running out of memory is never
-a reason to fall back.
+``max_flash_shapes`` signatures a policy (later ones run the Triton kernel). A caller whose
+shapes never change (a KV-cache step) asks for ``dynamic=False`` on the Triton path too. A
+default FLASH kernel that fails in its forward call is reported once (a ``RuntimeWarning``) and
+replaced by the Triton default for that (device, dtype, head_dim); options a caller chose are
+never replaced, and running out of memory is never a reason to fall back. On the CPU, head dims
+below :data:`CPU_MIN_HEAD_DIM` are refused (torch's CPU kernel is wrong there).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ logger = logging.getLogger("flexframe")
 
 FLASH_HEAD_DIMS = (64, 96, 128)
 """Head dims the FLASH default is tested with (``tests/test_cuda.py``)."""
+CPU_MIN_HEAD_DIM = 32
+"""The smallest head dim flex runs on the CPU: torch's CPU kernel is wrong below it at some
+lengths (head dims 8 and 16 at 24, 40 or 136 keys, torch 2.13), so smaller ones are refused."""
 
 
 def resolve_backend(requested: str, device: torch.device | str) -> str:
@@ -98,8 +103,8 @@ class Hardware:
     def of(device: torch.device) -> Hardware:
         """The hardware behind ``device``, probed."""
         cuda = device.type == "cuda" and torch.cuda.is_available()
-        capability = torch.cuda.get_device_capability(device) if cuda else (0, 0)
-        return Hardware(cuda, tuple(capability), _flash_installed(), _known_kernel_options())
+        major, minor = torch.cuda.get_device_capability(device) if cuda else (0, 0)
+        return Hardware(cuda, (major, minor), _flash_installed(), _known_kernel_options())
 
 
 def _flash_installed() -> bool:
@@ -137,10 +142,9 @@ def _call_flex(q, k, v, block_mask, enable_gqa, kernel_options):  # noqa: ANN001
 def _flex_function(name: str) -> Callable[..., torch.Tensor]:
     """A function that calls flex_attention under a code object of its own, named ``name``:
     dynamo keeps what it compiles for it, and counts its recompilations, apart."""
-    names = {"co_name": name}
+    code = _call_flex.__code__.replace(co_name=name)
     if sys.version_info >= (3, 11):
-        names["co_qualname"] = name
-    code = _call_flex.__code__.replace(**names)
+        code = code.replace(co_qualname=name)
     return types.FunctionType(code, _call_flex.__globals__, name)
 
 
@@ -196,7 +200,7 @@ class KernelPolicy:
         self.max_flash_shapes = check_int("max_flash_shapes", max_flash_shapes, minimum=0)
         self._compile = compile
         self._hardware: dict[str, Hardware] = {}
-        self._compiled: dict[tuple[Any, bool], Callable[..., torch.Tensor]] = {}
+        self._compiled: dict[tuple[Any, bool, bool | None], Callable[..., torch.Tensor]] = {}
         self.flash_failed: set[tuple[str, torch.dtype, int]] = set()
         """(device, dtype, head_dim) where the default FLASH kernel failed."""
         self.flash_signatures: set[tuple[Any, ...]] = set()
@@ -239,18 +243,20 @@ class KernelPolicy:
             return {"USE_TMA": True}
         return {}
 
-    def compiled(self, mask_mod: Any = None, flash: bool = False) -> Callable[..., torch.Tensor]:
+    def compiled(
+        self, mask_mod: Any = None, flash: bool = False, dynamic: bool | None = None
+    ) -> Callable[..., torch.Tensor]:
         """The compiled ``(q, k, v, block_mask, enable_gqa, kernel_options)`` call for the mask
-        family of ``mask_mod`` (its code object; ``None``: a shared one), for FLASH
-        (``dynamic=False``) or the Triton kernel; built on first use."""
+        family of ``mask_mod`` (its code object; ``None``: a shared one), for FLASH (always
+        ``dynamic=False``) or the Triton kernel (torch's automatic dynamic shapes, or
+        ``dynamic``); built on first use."""
         code = getattr(mask_mod, "__code__", None)
-        key = (code, flash)
+        dynamic = False if flash else dynamic
+        key = (code, flash, dynamic)
         if key not in self._compiled:
             family = re.sub(r"\W", "_", getattr(code, "co_name", "any"))
             fn = _flex_function(f"flex_attention_{family}_{len(self._compiled)}")
-            self._compiled[key] = (
-                self._compile(fn, dynamic=False) if flash else self._compile(fn)
-            )
+            self._compiled[key] = self._compile(fn, dynamic=dynamic)
         return self._compiled[key]
 
     def triton(self) -> Callable[..., torch.Tensor]:
@@ -266,10 +272,20 @@ class KernelPolicy:
         *,
         enable_gqa: bool = False,
         kernel_options: Mapping[str, Any] | None = None,
+        dynamic: bool | None = None,
     ) -> torch.Tensor:
         """``flex_attention(q, k, v)`` ``[B, H, N, D]`` under ``block_mask`` with the caller's
         ``kernel_options``, or, for ``None``, this policy's default (with FLASH's shape budget
-        and fallback, see the module docstring)."""
+        and fallback, see the module docstring). ``dynamic=False`` compiles the Triton path for
+        fixed shapes (a caller whose shapes never change)."""
+        if q.device.type == "cpu" and q.shape[-1] < CPU_MIN_HEAD_DIM:
+            raise ValueError(
+                f"flex_attention on the CPU with head_dim={q.shape[-1]} is refused: torch's CPU "
+                f"kernel gives wrong results for head dims below {CPU_MIN_HEAD_DIM} at some "
+                "lengths (measured with torch 2.13: errors up to 2.8, and NaN, against sdpa at "
+                "24 or 136 keys). Use attention_backend='sdpa' (what 'auto' runs on the CPU), or "
+                f"a head dim of {CPU_MIN_HEAD_DIM} or more"
+            )
         chosen_by_default = kernel_options is None
         device = str(q.device)
         if kernel_options is None:
@@ -295,7 +311,7 @@ class KernelPolicy:
                 signature = None
         flash = options.get("BACKEND") == "FLASH"
         try:
-            attend = self.compiled(block_mask.mask_mod, flash)
+            attend = self.compiled(block_mask.mask_mod, flash, dynamic)
             out = attend(q, k, v, block_mask, enable_gqa, options or None)
         except Exception as err:
             if not chosen_by_default or not flash or isinstance(err, torch.OutOfMemoryError):
@@ -309,7 +325,7 @@ class KernelPolicy:
                 f"kernel_options={fallback} for these from now on in this process"
             )
             warnings.warn(message, RuntimeWarning, stacklevel=3)
-            attend = self.compiled(block_mask.mask_mod, flash=False)
+            attend = self.compiled(block_mask.mask_mod, flash=False, dynamic=dynamic)
             return attend(q, k, v, block_mask, enable_gqa, fallback or None)
         if signature is not None:
             self.flash_signatures.add(signature)

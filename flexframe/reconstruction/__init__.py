@@ -8,15 +8,22 @@ from flexframe.reconstruction.module import (
     create_autoregressive_reconstruction_module,
     pool_tokens,
 )
-from flexframe.reconstruction.towers import FrozenTower, PixelPatchTower
+from flexframe.reconstruction.towers import (
+    FrozenClipTower,
+    FrozenTower,
+    PixelPatchTower,
+    check_video_frames,
+)
 
 __all__ = [
     "AutoregressiveReconstructionConfig",
     "AutoregressiveReconstructionModule",
     "FrameLayout",
+    "FrozenClipTower",
     "FrozenTower",
     "PixelPatchTower",
     "ReconstructionOutputs",
+    "check_video_frames",
     "create_autoregressive_reconstruction_module",
     "pool_tokens",
 ]

@@ -24,6 +24,7 @@ from flexframe._vocab import (
     PRESET_NAMES,
 )
 from flexframe.masks import list_masks
+from flexframe.masks.prompt import PROMPT_MASKS
 from flexframe.sampling import get_fast_slow_preset
 
 
@@ -54,6 +55,10 @@ class AutoregressiveReconstructionConfig:
         attention_backend: ``"auto"``, ``"flex"`` or ``"sdpa"``.
         activation_checkpointing: recompute the predictor's layers in the backward pass.
         patch_size: patch size of the built-in ``"pixels"`` tower.
+        tokens_per_frame: the LLM's tokens in one frame (P), for
+            ``compute_autoregressive_loss``: the hidden states must hold the layout's frames of
+            P tokens (the tower's patches pooled to P). ``None``: one token per tower patch.
+            Never inferred by a division.
 
     Example:
         >>> cfg = AutoregressiveReconstructionConfig.from_any({"preset": "medium"})
@@ -70,9 +75,7 @@ class AutoregressiveReconstructionConfig:
     num_fast: int | None = setting(None, "fast frames", "int?", minimum=1)
     num_slow: int | None = setting(None, "slow frames", "int?", minimum=1)
     preset: str | None = setting(None, "fast/slow preset", "str?")
-    merge_strategy: str = setting(
-        "concat", "fast/slow order", "choice", choices=MERGE_STRATEGIES
-    )
+    merge_strategy: str = setting("concat", "fast/slow order", "choice", choices=MERGE_STRATEGIES)
     mask: str | None = setting(None, "a registry mask name", "str?")
     window_size: int | None = setting(None, "frames back (sliding-window)", "int?", minimum=0)
     predictor_dim: int = setting(256, "predictor width", "int", minimum=1)
@@ -87,12 +90,13 @@ class AutoregressiveReconstructionConfig:
     )
     activation_checkpointing: bool = setting(False, "recompute the predictor's layers", "bool")
     patch_size: int = setting(14, "patch size of the pixels tower", "int", minimum=1)
+    tokens_per_frame: int | None = setting(None, "the LLM's tokens in one frame", "int?", minimum=1)
 
     def __post_init__(self) -> None:
         check_settings(self)
         self._apply_preset()
-        if self.mask is not None:
-            check_choice("mask", self.mask, list_masks())
+        if self.mask is not None:  # the predictor's mask: a clip's, not a prompt's
+            check_choice("mask", self.mask, [m for m in list_masks() if m not in PROMPT_MASKS])
         if self.mask == "sliding-window" and self.window_size is None:
             raise ValueError("mask='sliding-window' needs window_size (frames back), got None")
         # The predictor's heads: checked here so that the message names the config keys.
@@ -113,9 +117,9 @@ class AutoregressiveReconstructionConfig:
         if self.preset is not None:
             check_choice("preset", self.preset, PRESET_NAMES)
             preset = get_fast_slow_preset(self.preset)
-            wanted = {"use_fast_slow_frames": preset.use_fast_slow_frames}
+            wanted: dict[str, Any] = {"use_fast_slow_frames": preset.use_fast_slow_frames}
             if preset.use_fast_slow_frames:
-                wanted.update(preset.sampler_kwargs())
+                wanted.update(preset.sampler_kwargs() or {})
             else:
                 given = [k for k in FAST_SLOW_KEYS if getattr(self, k) is not None]
                 if given:
@@ -146,7 +150,7 @@ class AutoregressiveReconstructionConfig:
             >>> AutoregressiveReconstructionConfig.from_dict({"embeding_dim": 8})
             Traceback (most recent call last):
             ...
-            ValueError: unknown setting 'embeding_dim' in the config. Did you mean 'embedding_dim'? ...
+            ValueError: unknown setting 'embeding_dim' in the config. Did you mean ...
         """
         return from_mapping(cls, values)
 

@@ -74,7 +74,9 @@ class FrameLayout:
             next_index = torch.arange(1, t + 1)
             next_index[-1] = -1
             return FrameLayout(t, frames, torch.zeros(t, dtype=torch.bool), next_index)
-        fast_idx, slow_idx = fast_slow_indices(t, **fast_slow)
+        fast_idx, slow_idx = fast_slow_indices(
+            t, *(int(fast_slow[k]) for k in ("fast_stride", "slow_stride", "num_fast", "num_slow"))
+        )
         frames = merge_fast_slow_indices(fast_idx, slow_idx, merge_strategy)
         is_fast, pos_in_stream = merge_order(fast_idx.numel(), slow_idx.numel(), merge_strategy)
         next_index = torch.full_like(frames, -1)

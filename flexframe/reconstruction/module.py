@@ -12,7 +12,14 @@ Leak-free by construction:
   frame never sees a slow frame from later in time;
 - each frame's target is the next frame of its own stream (``FrameLayout``), so at the slow/fast
   boundary of ``[slow | fast]`` the last slow frame is not asked to predict the first fast one;
-- targets come from a frozen copy of the tower, run without grad.
+- targets come from a frozen copy of the tower, run without grad, or are given detached
+  (``compute_loss_from_features``: a video LLM's own video features);
+- the tokens per frame are never inferred by a division: a clip whose frame count does not
+  match the hidden states' is refused, naming both counts. Without ``tokens_per_frame`` (call
+  argument or config key) the hidden states must hold one token per tower patch of each layout
+  frame, the one reading that needs no guess; on a HuggingFace model
+  (``flexframe.integrations.transformers.reconstruction_from_model``) the frames come from the
+  model's own layout.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from flexframe.masks import MaskSpec, get_mask, get_mask_entry
 from flexframe.nn import DecoderConfig, FlexFrameDecoder, FramePositions
 from flexframe.reconstruction.config import AutoregressiveReconstructionConfig
 from flexframe.reconstruction.layout import FrameLayout
-from flexframe.reconstruction.towers import make_tower
+from flexframe.reconstruction.towers import check_video_frames, make_tower
 
 # Masks whose visibility follows time on a layout in time order (all frames, no fast/slow).
 _CAUSAL_IN_ORDER = {"causal-frame", "sliding-window", "token-causal", "packed-causal-frame"}
@@ -72,14 +79,14 @@ class AutoregressiveReconstructionModule(nn.Module):
 
     def __init__(
         self,
-        vision_tower: nn.Module | str,
+        vision_tower: nn.Module | str | None,
         hidden_size: int,
         config: AutoregressiveReconstructionConfig,
     ) -> None:
         super().__init__()
         self.config = config
         self.hidden_size = hidden_size
-        self.tower = make_tower(vision_tower, config.patch_size)
+        self.tower = None if vision_tower is None else make_tower(vision_tower, config.patch_size)
         self.input_proj = nn.Linear(hidden_size, config.predictor_dim)
         self.predictor = FlexFrameDecoder(
             DecoderConfig(
@@ -241,6 +248,8 @@ class AutoregressiveReconstructionModule(nn.Module):
         video_frames: torch.Tensor,
         visual_token_mask: torch.Tensor | None = None,
         return_outputs: bool = False,
+        *,
+        tokens_per_frame: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ReconstructionOutputs]:
         """The weighted next-frame reconstruction loss.
 
@@ -248,45 +257,159 @@ class AutoregressiveReconstructionModule(nn.Module):
             hidden_states: ``[B, L, hidden_size]`` LLM hidden states. The video tokens are all
                 of them, or those selected by ``visual_token_mask``; they follow
                 ``frame_layout(T)`` frame by frame, P tokens a frame.
-            video_frames: ``[B, T, C, H, W]`` the clip (the targets are computed from it).
+            video_frames: ``[B, T, C, H, W]`` float frames in ``[0, 1]`` (the targets are
+                computed from them). Integer (0-255) video is refused; float frames outside
+                ``[0, 1]`` get a warning.
             visual_token_mask: ``[B, L]`` bool, which hidden states are video tokens (the same
                 number in every row).
             return_outputs: also return :class:`ReconstructionOutputs`.
+            tokens_per_frame: P, the LLM's tokens in one frame (default: the config's
+                ``tokens_per_frame``). Given, the hidden states must hold exactly the layout's
+                frames of P tokens (the tower's patches are pooled to P), and a clip of another
+                frame count is refused naming both counts. Not given, P is the tower's patches a
+                frame, and hidden states of another token count are refused: P is never
+                inferred by a division (hidden states of 8 frames of 8 tokens and a 16-frame
+                clip would read as 16 frames of 4, each frame split in two, and leak).
 
         Returns:
             The scalar loss (times ``loss_weight``), or ``(loss, outputs)``.
         """
+        p = self._tokens_per_frame(tokens_per_frame)
         video_tokens, video = self._check_inputs(hidden_states, video_frames, visual_token_mask)
-        b, t = video.shape[:2]
+        t = video.shape[1]
+        layout = self._checked_layout(t)
+        num_layout, n = len(layout), video_tokens.shape[1]
+        if p is not None and n != num_layout * p:
+            counted = f"{n / p:g}" if n % p else str(n // p)
+            raise ValueError(
+                f"video_frames hold {t} frames (a layout of {num_layout} frames) but the "
+                f"hidden states hold {counted} frames of {p} tokens ({n} video tokens); give "
+                "the clip whose frames the hidden states follow"
+            )
+        frame_idx = layout.frame_indices.to(video.device)
+        frames = video.index_select(1, frame_idx)  # [B, F, C, H, W]
+        patches = self._tower_features(frames)  # [B * F, P_tower, E]
+        if p is None:
+            p = patches.shape[1]
+            if n != num_layout * p:
+                raise ValueError(
+                    f"hidden_states hold {n} video tokens but video_frames hold {t} frames (a "
+                    f"layout of {num_layout} frames) of {p} tower patches each, {num_layout * p} "
+                    "tokens: without tokens_per_frame the hidden states' frame count is not "
+                    f"known (dividing {n} tokens by {num_layout} frames would guess it, and "
+                    "split or merge frames silently). Pass tokens_per_frame (the LLM's tokens in "
+                    "one frame: a call argument or the config key) and the two frame counts are "
+                    "compared; with it the tower's patches are pooled to that many tokens"
+                )
+        features = self._pooled(patches, frames.shape[0], num_layout, p)  # [B, F, P, E]
+        return self._loss_from_features(video_tokens, features, layout, return_outputs)
+
+    def _tokens_per_frame(self, given: int | None) -> int | None:
+        configured = self.config.tokens_per_frame
+        if given is None:
+            return configured
+        p = check_int("tokens_per_frame", given, minimum=1)
+        if configured is not None and configured != p:
+            raise ValueError(
+                f"tokens_per_frame={p} but the config says tokens_per_frame={configured}; give "
+                "one of them"
+            )
+        return p
+
+    forward = compute_autoregressive_loss
+
+    def compute_loss_from_features(
+        self,
+        video_tokens: torch.Tensor,
+        features: torch.Tensor,
+        num_frames: int | None = None,
+        return_outputs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ReconstructionOutputs]:
+        """The loss from the video tokens' hidden states and the features of the same frames.
+
+        For targets the model computed itself (a video LLM's own ``video_embeds``): frame
+        ``i``'s target is ``features[:, next_index[i]]``, no tower runs.
+
+        Args:
+            video_tokens: ``[B, F * P, hidden_size]`` the LLM's hidden states of the video
+                tokens, in layout order.
+            features: ``[B, F, P, E]`` each layout frame's own features (detached here).
+            num_frames: the clip length T that ``frame_layout(T)`` lays out in F frames;
+                default F (every frame, in time order). Needed with fast/slow frames.
+            return_outputs: also return :class:`ReconstructionOutputs`.
+
+        Example:
+            >>> module = create_autoregressive_reconstruction_module(None, 32, {
+            ...     "embedding_dim": 8, "predictor_dim": 32})
+            >>> loss = module.compute_loss_from_features(torch.randn(2, 3 * 4, 32),
+            ...                                          torch.randn(2, 3, 4, 8))
+            >>> loss.shape
+            torch.Size([])
+        """
+        if not isinstance(features, torch.Tensor) or features.dim() != 4:
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else None
+            raise ValueError(f"features must be [B, F, P, E], got shape {shape}")
+        b, f, p, e = features.shape
+        if e != self.config.embedding_dim:
+            raise ValueError(
+                f"the features are {e} wide but embedding_dim is {self.config.embedding_dim}; "
+                f"set embedding_dim to {e}"
+            )
+        configured = self.config.tokens_per_frame
+        if configured is not None and configured != p:
+            raise ValueError(
+                f"the features hold {p} tokens a frame but the config says "
+                f"tokens_per_frame={configured}; drop the key or give features of that many"
+            )
+        self._check_hidden(video_tokens)
+        if tuple(video_tokens.shape[:2]) != (b, f * p):
+            raise ValueError(
+                f"video_tokens must be [B, F * P, {self.hidden_size}] = [{b}, {f * p}, ...] for "
+                f"features of {f} frames of {p} tokens, got {tuple(video_tokens.shape)}"
+            )
+        t = f if num_frames is None else check_int("num_frames", num_frames, minimum=1)
+        layout = self._checked_layout(t)
+        if len(layout) != f:
+            raise ValueError(
+                f"frame_layout({t}) has {len(layout)} frames but the features hold {f}; give "
+                "num_frames, the clip length the layout was sampled from"
+            )
+        feats = features.detach()
+        if self.config.normalize_targets:
+            feats = F.layer_norm(feats.float(), feats.shape[-1:]).to(feats.dtype)
+        return self._loss_from_features(video_tokens, feats, layout, return_outputs)
+
+    def _checked_layout(self, t: int) -> FrameLayout:
         layout = self.frame_layout(t)
-        num_layout = len(layout)
         if not bool(layout.target_mask.any()):
             raise ValueError(
                 f"a clip of {t} frame(s) gives no frame a next frame to predict (layout "
                 f"frames {layout.frame_indices.tolist()}); use clips of at least 2 frames"
             )
-        if video_tokens.shape[1] == 0 or video_tokens.shape[1] % num_layout:
-            raise ValueError(
-                f"hidden_states hold {video_tokens.shape[1]} video tokens, not a whole number of "
-                f"tokens for each of the {num_layout} frames of the layout "
-                f"(frame_layout({t}).frame_indices = {layout.frame_indices.tolist()})"
-            )
-        p = video_tokens.shape[1] // num_layout
-        device = video_tokens.device
-        frame_idx = layout.frame_indices.to(video.device)
+        return layout
 
-        features = self._features(video.index_select(1, frame_idx), p)  # [B, F, P, E]
-        next_index = layout.next_index.to(device)
-        targets = features[:, next_index.clamp(min=0)] * layout.target_mask.to(device)[
-            None, :, None, None
-        ].to(features.dtype)
+    def _loss_from_features(
+        self,
+        video_tokens: torch.Tensor,
+        features: torch.Tensor,
+        layout: FrameLayout,
+        return_outputs: bool,
+    ) -> torch.Tensor | tuple[torch.Tensor, ReconstructionOutputs]:
+        """Predict each layout frame's next frame from ``video_tokens`` ``[B, F * P, D]`` and
+        score it against ``features`` ``[B, F, P, E]`` taken at ``layout.next_index``."""
+        b, num_layout, p = features.shape[:3]
+        device = video_tokens.device
+        next_index = layout.next_index.to(features.device)
+        keep = layout.target_mask.to(features.device)[None, :, None, None].to(features.dtype)
+        targets = features[:, next_index.clamp(min=0)] * keep
         target_mask = layout.target_mask.to(device)[None].expand(b, -1)
 
-        spec, positions = self._mask_and_positions(t, p)
+        spec, positions = self._mask_and_positions(layout.num_frames, p)
         x = self.input_proj(video_tokens)
         x = self.predictor(x, spec, positions=positions)
         predictions = self.output_proj(x).view(b, num_layout, p, -1)
 
+        targets = targets.to(device)
         loss = self._loss(predictions[target_mask].float(), targets[target_mask].float())
         loss = loss * self.config.loss_weight
         if not return_outputs:
@@ -294,7 +417,7 @@ class AutoregressiveReconstructionModule(nn.Module):
         outputs = ReconstructionOutputs(
             predictions=predictions,
             targets=targets,
-            features=features,
+            features=features.to(device),
             target_mask=target_mask,
             timestamps=layout.frame_indices.clone(),
             is_fast=layout.is_fast.clone(),
@@ -302,7 +425,27 @@ class AutoregressiveReconstructionModule(nn.Module):
         )
         return loss, outputs
 
-    forward = compute_autoregressive_loss
+    def _check_hidden(self, hidden_states: torch.Tensor) -> None:
+        if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
+            shape = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else None
+            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {shape}")
+        if hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"hidden_states have width {hidden_states.shape[-1]} but the module was built "
+                f"with hidden_size={self.hidden_size}"
+            )
+        weight = self.input_proj.weight
+        if (
+            hidden_states.is_floating_point()
+            and hidden_states.dtype != weight.dtype
+            and not torch.is_autocast_enabled(hidden_states.device.type)
+        ):
+            raise TypeError(
+                f"hidden_states are {hidden_states.dtype} but the module's weights are "
+                f"{weight.dtype}: cast the module (module.to({hidden_states.dtype})), cast the "
+                f"hidden states (hidden_states.to({weight.dtype})), or run under "
+                f"torch.autocast('{hidden_states.device.type}', dtype={hidden_states.dtype})"
+            )
 
     def _check_inputs(
         self,
@@ -313,14 +456,8 @@ class AutoregressiveReconstructionModule(nn.Module):
         if not isinstance(video_frames, torch.Tensor) or video_frames.dim() != 5:
             shape = tuple(video_frames.shape) if isinstance(video_frames, torch.Tensor) else None
             raise ValueError(f"video_frames must be [B, T, C, H, W], got shape {shape}")
-        if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
-            shape = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else None
-            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {shape}")
-        if hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"hidden_states have width {hidden_states.shape[-1]} but the module was built "
-                f"with hidden_size={self.hidden_size}"
-            )
+        check_video_frames(video_frames)
+        self._check_hidden(hidden_states)
         if hidden_states.shape[0] != video_frames.shape[0]:
             raise ValueError(
                 f"hidden_states hold {hidden_states.shape[0]} sequences but video_frames hold "
@@ -346,15 +483,23 @@ class AutoregressiveReconstructionModule(nn.Module):
         selected = hidden_states[visual_token_mask]
         return selected.view(b, int(counts[0]), hidden_states.shape[-1]), video_frames
 
-    def _features(self, frames: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
-        """Tower features of ``[B, F, C, H, W]`` frames, pooled to P tokens: ``[B, F, P, E]``."""
-        b, f = frames.shape[:2]
+    def _tower_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Tower features of ``[B, F, C, H, W]`` frames: ``[B * F, P_tower, E]``."""
+        if self.tower is None:
+            raise ValueError(
+                "this module has no vision tower (built with vision_tower=None): give the "
+                "targets with compute_loss_from_features"
+            )
         feats = self.tower(frames.flatten(0, 1))  # [B*F, P_tower, E]
         if feats.shape[-1] != self.config.embedding_dim:
             raise ValueError(
                 f"the vision tower's features are {feats.shape[-1]} wide but embedding_dim is "
                 f"{self.config.embedding_dim}; set embedding_dim to {feats.shape[-1]}"
             )
+        return feats
+
+    def _pooled(self, feats: torch.Tensor, b: int, f: int, tokens_per_frame: int) -> torch.Tensor:
+        """``[B * F, P_tower, E]`` tower features pooled to P tokens: ``[B, F, P, E]``."""
         feats = pool_tokens(feats, tokens_per_frame)
         if self.config.normalize_targets:
             feats = F.layer_norm(feats.float(), feats.shape[-1:]).to(feats.dtype)
@@ -370,7 +515,8 @@ class AutoregressiveReconstructionModule(nn.Module):
 
     def train(self, mode: bool = True) -> AutoregressiveReconstructionModule:
         super().train(mode)
-        self.tower.train(False)
+        if self.tower is not None:
+            self.tower.train(False)
         return self
 
 
@@ -402,7 +548,7 @@ def pool_tokens(features: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
 
 
 def create_autoregressive_reconstruction_module(
-    vision_tower: nn.Module | str,
+    vision_tower: nn.Module | str | None,
     hidden_size: int,
     config: AutoregressiveReconstructionConfig | Mapping[str, Any] | str | os.PathLike,
 ) -> AutoregressiveReconstructionModule:
@@ -410,8 +556,10 @@ def create_autoregressive_reconstruction_module(
 
     Args:
         vision_tower: the encoder whose features are the targets (any ``nn.Module`` returning
-            ``[N, P, E]`` or an object with ``last_hidden_state``; a frozen copy is kept), or
-            ``"pixels"`` for normalised pixel patches of ``config.patch_size``.
+            ``[N, P, E]`` or an object with ``last_hidden_state``; a frozen copy is kept),
+            ``"pixels"`` for normalised pixel patches of ``config.patch_size``, or ``None`` for
+            a module that is given its targets (``compute_loss_from_features``; a HuggingFace
+            model's own features: ``flexframe.integrations.transformers``).
         hidden_size: width of the LLM's hidden states.
         config: a dict, a YAML file path, or an :class:`AutoregressiveReconstructionConfig`.
 
