@@ -13,7 +13,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import generation_params, reference_dense
-from torch.nn.attention.flex_attention import create_block_mask
 
 from flexframe import get_mask
 
@@ -109,18 +108,64 @@ def test_sink_frames_zero_is_the_plain_window():
     assert torch.equal(a.to_dense(), b.to_dense())
 
 
-def test_the_causvid_setting_builds_in_closed_form_equal_to_torch():
-    # 21 latent frames of 1,560 tokens (Wan 2.1 at 480x832), chunks of 3: 65,520 tokens a half,
-    # partial blocks at every frame edge; the dense mask would hold 17 GB.
-    for name in ("chunk-causal", "teacher-forcing"):
+def block_classes_from_definition(tokens: int, half: int, p: int, fpc: int, teacher: bool, bs: int):
+    """``(partial, full)`` block grids from the definitions, at the level of token classes.
+
+    A token's class is (half, chunk) (one half for chunk-causal). Whether a query may see a key
+    depends on their classes alone, so a block attends somewhere iff some pair of the classes in
+    it is allowed, and is full iff every pair is and no padding lies in it: O(blocks x classes),
+    without the N x N mask (17 GB here) or torch's builder (which needs it on the CPU).
+    """
+    token = torch.arange(tokens)
+    noisy, chunk = token // half, (token % half) // p // fpc
+    num_chunks = int(chunk.max()) + 1
+    cls = noisy * num_chunks + chunk  # [N]
+    c = torch.arange(2 * num_chunks)
+    cn, cc = c // num_chunks, c % num_chunks  # class -> (noisy, chunk)
+    if teacher:  # clean: chunk-causal among clean; noisy: own noisy chunk, earlier clean chunks
+        clean_q = (cn[:, None] == 0) & (cn[None, :] == 0) & (cc[None, :] <= cc[:, None])
+        noisy_q = (cn[:, None] == 1) & (
+            ((cn[None, :] == 1) & (cc[None, :] == cc[:, None]))
+            | ((cn[None, :] == 0) & (cc[None, :] < cc[:, None]))
+        )
+        allowed = clean_q | noisy_q
+    else:
+        allowed = cc[None, :] <= cc[:, None]
+    n_blocks = -(-tokens // bs)
+    present = torch.zeros(n_blocks, 2 * num_chunks)
+    present[token // bs, cls] = 1.0  # [blocks, classes]: which classes each block holds
+    some = present @ allowed.float() @ present.T > 0
+    some_masked = present @ (~allowed).float() @ present.T > 0
+    whole = torch.arange(n_blocks) * bs + bs <= tokens  # no padding in the block
+    full = some & ~some_masked & whole[:, None] & whole[None, :]
+    return some & ~full, full
+
+
+def grids_of(block_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    n_q, n_kv = block_mask.kv_indices.shape[-2], block_mask.kv_indices.shape[-1]
+    grids = []
+    for count, index in ((block_mask.kv_num_blocks, block_mask.kv_indices),
+                         (block_mask.full_kv_num_blocks, block_mask.full_kv_indices)):  # fmt: skip
+        grid = torch.zeros(n_q, n_kv, dtype=torch.bool)
+        for i in range(n_q):
+            row = index[0, 0, i, : int(count[0, 0, i])]
+            assert torch.equal(row, row.sort().values), "kv indices in ascending order"
+            grid[i, row.long()] = True
+        grids.append(grid)
+    return grids[0], grids[1]
+
+
+def test_the_causvid_setting_builds_in_closed_form_equal_to_the_definition():
+    # 21 latent frames of 1,560 tokens (Wan 2.1 at 480x832), chunks of 3: 32,760 tokens, 65,520
+    # for teacher forcing; partial blocks at every chunk edge (4,680 tokens is no multiple of 128)
+    for name, teacher in (("chunk-causal", False), ("teacher-forcing", True)):
         spec = get_mask(name, num_frames=21, num_patches_per_frame=1560, frames_per_chunk=3)
         got = spec.block_mask("cpu", 128, builder="closed-form")
-        if name == "chunk-causal":  # torch's eager builder still fits at 32,760 tokens
-            want = create_block_mask(
-                spec.mask_mod, 1, 1, spec.q_len, spec.kv_len, device="cpu", BLOCK_SIZE=128
-            )
-            for attr in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
-                assert torch.equal(getattr(got, attr), getattr(want, attr)), attr
+        half = 21 * 1560
+        want = block_classes_from_definition(spec.q_len, half, 1560, 3, teacher, 128)
+        partial, full = grids_of(got)
+        assert torch.equal(partial, want[0]) and torch.equal(full, want[1]), name
+        assert int(want[0].sum()) > 0 and int(want[1].sum()) > 0  # both kinds occur
         assert got.seq_lengths == (spec.q_len, spec.kv_len)
 
 
