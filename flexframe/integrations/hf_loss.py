@@ -165,9 +165,9 @@ def _dtype(module: nn.Module) -> torch.dtype:
 class ModelReconstruction(nn.Module):
     """The reconstruction loss bound to a HuggingFace video LLM (see the module docstring).
 
-    Build it with :func:`reconstruction_from_model`; it is an ``nn.Module`` whose parameters
-    (the predictor's) train with the model's. Call it after the model's forward with the same
-    inputs: ``loss = recon(inputs)``.
+    Build it with :func:`reconstruction_from_model` (or :meth:`from_model`); it is an
+    ``nn.Module`` whose parameters (the predictor's) train with the model's. Call it after the
+    model's forward with the same inputs: ``loss = recon(inputs)``.
 
     Attributes:
         module: the :class:`~flexframe.reconstruction.AutoregressiveReconstructionModule`
@@ -196,6 +196,18 @@ class ModelReconstruction(nn.Module):
         ]
         if targets == "model":
             self._hooks.append(self._feature_source().register_forward_hook(self._keep_features))
+
+    @classmethod
+    def from_model(cls, model: Any, config: Any = None, **options: Any) -> ModelReconstruction:
+        """The loss for ``model``: :func:`reconstruction_from_model` under the class's name.
+
+        Example:
+            >>> from flexframe.integrations.transformers import tiny_model
+            >>> model, inputs = tiny_model("llava_onevision")
+            >>> ModelReconstruction.from_model(model, {"predictor_dim": 32}).family
+            'llava_onevision'
+        """
+        return reconstruction_from_model(model, config, **options)
 
     @property
     def model(self) -> Any:
