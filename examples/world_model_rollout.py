@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 
-from flexframe.data import make_moving_digits
 from flexframe.experiment.rollout import (
     RolloutConfig,
     evaluate_rollout,
+    held_out_clip,
     save_rollout_strip,
     train_world_model,
 )
@@ -42,15 +42,7 @@ def main() -> None:
 
     model, trained = train_world_model(config, progress)
     print(f"trained {trained.steps} steps in {trained.seconds:.0f} s")
-    clip = make_moving_digits(
-        1,
-        num_frames=config.prefix_frames + config.rollout_frames,
-        image_size=config.image_size,
-        num_digits=config.num_digits,
-        digit_size=config.digit_size,
-        split="test",
-    )[0]
-    result = evaluate_rollout(model, clip, config.prefix_frames)
+    result = evaluate_rollout(model, held_out_clip(config), config.prefix_frames)
     print(result.markdown(), end="")
     print(
         f"with the cache {result.cache_ms:.1f} ms a frame, by recomputation "

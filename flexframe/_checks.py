@@ -190,6 +190,54 @@ def resolve_device(device: object = None, name: str = "device") -> torch.device:
     return resolved
 
 
+def check_rotary_heads(width_name: str, width: int, heads_name: str, heads: int) -> None:
+    """Refuse a width that does not split into ``heads`` heads of a multiple of 4 (the frame +
+    patch rotary positions rotate head dims in quarters), naming both settings.
+
+    Example:
+        >>> check_rotary_heads("predictor_dim", 24, "predictor_heads", 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: predictor_dim must be divisible by predictor_heads into heads whose size is ...
+    """
+    if width % heads or (width // heads) % 4:
+        raise ValueError(
+            f"{width_name} must be divisible by {heads_name} into heads whose size is a multiple "
+            f"of 4 (frame+patch rotary positions), got {width_name}={width}, {heads_name}={heads}"
+        )
+
+
+def check_weights_dtype(
+    name: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    owner: str,
+    *,
+    verb: str = "is",
+    called: str | None = None,
+) -> None:
+    """Refuse floating-point ``x`` of another dtype than the weights of ``owner`` outside
+    autocast (torch's own error names neither), saying the three ways out.
+
+    Example:
+        >>> x = torch.zeros(1, dtype=torch.bfloat16)
+        >>> check_weights_dtype("x", x, torch.zeros(1), "decoder")
+        Traceback (most recent call last):
+        ...
+        TypeError: x is torch.bfloat16 but the decoder's weights are torch.float32: cast the ...
+    """
+    if (
+        x.is_floating_point()
+        and x.dtype != weight.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        raise TypeError(
+            f"{name} {verb} {x.dtype} but the {owner}'s weights are {weight.dtype}: cast the "
+            f"{owner} ({owner}.to({x.dtype})), cast {called or name} ({name}.to({weight.dtype})), "
+            f"or run under torch.autocast('{x.device.type}', dtype={x.dtype})"
+        )
+
+
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Candidates that look like ``word``, best first; tolerant of '_' for '-' and case.
 

@@ -4,6 +4,7 @@ import os
 
 import matplotlib
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 matplotlib.use("Agg")
@@ -28,3 +29,13 @@ def _masks_registered_by_a_test_leave_with_it():
     yield
     for name in set(REGISTRY.list()) - before:
         REGISTRY.unregister(name)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors: on a shared 2-core machine a second
+    thread only waits on the other processes (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,6 +9,12 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
+BLOCK_MASK_TENSORS = (
+    "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+    "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices",
+)  # fmt: skip
+"""The index tensors of a torch ``BlockMask``: two masks are equal when all of these are."""
+
 
 def reference_dense(name: str, params: dict) -> torch.Tensor:
     """``[N, N]`` bool, True = may attend, straight from each mask's written definition."""

@@ -159,7 +159,8 @@ def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivia
     from flexframe.masks import dense_from_block_mask
     from flexframe.nn import flash_available
 
-    if not flash_available():
+    if not flash_available():  # FLASH is FA4's kernel: a CUDA machine without it has no FLASH
+        # to test; the GPU session installs FA4 first (../shared/notes/gpu-anchors.md)
         pytest.skip("FlashAttention-4 is not installed here")
     spec = get_mask("causal-frame", num_frames=6, num_patches_per_frame=patches)
     blocks = spec.block_mask("cuda")

@@ -10,30 +10,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import BLOCK_MASK_TENSORS
 from torch.nn.attention.flex_attention import create_block_mask
 
 from flexframe import get_mask
 from flexframe.masks.prompt import PAD, TEXT
 
-BLOCK_ATTRS = (
-    "kv_num_blocks",
-    "kv_indices",
-    "full_kv_num_blocks",
-    "full_kv_indices",
-    "q_num_blocks",
-    "q_indices",
-    "full_q_num_blocks",
-    "full_q_indices",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread (on a shared 2-core machine two threads wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
 
 
 # -- prompts --------------------------------------------------------------------------------------
@@ -190,16 +173,22 @@ def test_the_prompt_mask_is_its_written_definition(case):
     assert torch.equal(spec.to_dense(), want)
 
 
+def assert_closed_form_is_torchs(spec, block_size):
+    """The closed-form BlockMask, after checking it against torch's ``create_block_mask`` on the
+    same mask_mod, tensor for tensor."""
+    closed = spec.block_mask("cpu", block_size)
+    generic = create_block_mask(spec.mask_mod, spec.batch_size, 1, spec.q_len, spec.kv_len,
+                                device="cpu", BLOCK_SIZE=block_size)  # fmt: skip
+    for attr in BLOCK_MASK_TENSORS:
+        assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr
+    return closed
+
+
 @given(prompt_masks(), block_sizes)
 def test_the_closed_form_block_mask_is_torchs_create_block_mask(case, block_size):
     family, ids, params, q_len = case
     spec = get_mask(family, frame_ids=ids, q_len=q_len, **params)
-    closed = spec.block_mask("cpu", block_size)
-    generic = create_block_mask(
-        spec.mask_mod, ids.shape[0], 1, spec.q_len, spec.kv_len, device="cpu", BLOCK_SIZE=block_size
-    )
-    for attr in BLOCK_ATTRS:
-        assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr
+    closed = assert_closed_form_is_torchs(spec, block_size)
     assert closed.seq_lengths == (spec.q_len, spec.kv_len)
     # The kernel's view of the mask (blocks expanded, mask_mod inside partial ones) is the rule.
     want = reference(ids, family, q_len, **params)
@@ -224,10 +213,7 @@ def test_padding_next_to_a_video_gives_torchs_blocks(family, params, block_size)
     ids = torch.tensor([[PAD, PAD, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2],
                         [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, PAD, PAD]])  # fmt: skip
     spec = get_mask(family, frame_ids=ids, **params)
-    closed = spec.block_mask("cpu", block_size)
-    generic = create_block_mask(spec.mask_mod, 2, 1, 14, 14, device="cpu", BLOCK_SIZE=block_size)
-    for attr in BLOCK_ATTRS:
-        assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr
+    assert_closed_form_is_torchs(spec, block_size)
     assert torch.equal(spec.to_dense(), reference(ids, family, **params))
 
 
@@ -292,12 +278,7 @@ def test_multi_block_prompts_at_the_default_block_size_give_torchs_blocks(case, 
     # Frames of up to 200 tokens: a few hundred tokens, several 128-blocks, partial and full.
     family, ids, params, q_len = case
     spec = get_mask(family, frame_ids=ids, q_len=q_len, **params)
-    closed = spec.block_mask("cpu", block_size)
-    generic = create_block_mask(
-        spec.mask_mod, ids.shape[0], 1, spec.q_len, spec.kv_len, device="cpu", BLOCK_SIZE=block_size
-    )
-    for attr in BLOCK_ATTRS:
-        assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr
+    assert_closed_form_is_torchs(spec, block_size)
     # The rule itself at a sample of queries (block edges among them): the loop is O(L) a query.
     edges = [i for i in range(0, spec.q_len, 64)] + [spec.q_len - 1]
     picked = data.draw(st.lists(st.integers(0, spec.q_len - 1), max_size=6), label="queries")

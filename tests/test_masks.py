@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
+    BLOCK_MASK_TENSORS,
     block_mask_grids,
     expand_block_mask,
     expected_block_grids,
@@ -236,12 +237,6 @@ def test_closed_form_q_side_equals_torchs_transpose(config, block_size):
     generic = spec.block_mask("cpu", block_size, builder="create_block_mask")
     for attr in ("q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
         assert torch.equal(getattr(closed, attr), getattr(generic, attr)), attr
-
-
-BLOCK_MASK_TENSORS = (
-    "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
-    "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices",
-)  # fmt: skip
 
 
 @given(mask_configs(max_frames=8, max_patches=9), block_sizes)

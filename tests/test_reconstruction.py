@@ -18,13 +18,7 @@ HIDDEN, PATCH, IMG = 32, 4, 8  # 8x8 frames, 4x4 patches: 4 tokens a frame, 48 f
 GRID = [(frame, fast) for frame in (False, True) for fast in (False, True)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread (on a shared 2-core machine two threads wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
 
 
 def make_module(frame_mask: bool, fast_slow: bool, **extra):

@@ -26,13 +26,7 @@ from flexframe.nn import Attention, DecoderConfig, FrameKVCache, KernelPolicy, s
 DIM, HEADS = 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends with other processes on the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
 
 
 # -- references, from the issue's words ------------------------------------------------------------

@@ -29,13 +29,7 @@ from flexframe.experiment.rollout import (
 TINY = dict(image_size=16, patch_size=4, digit_size=8, dim=32, depth=2, num_heads=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends with other processes on the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -49,13 +49,7 @@ MASKS = {  # a registered prompt mask and its parameters, by enable_frame_masks'
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread (on a shared 2-core machine two threads wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
 
 
 def prompt(family: str, padding: str = "left", **kw):

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flexframe._checks import check_rotary_heads
 from flexframe._config import check_settings, from_mapping, read_yaml, setting
 from flexframe._vocab import (
     ATTENTION_BACKENDS,
@@ -218,20 +219,9 @@ class AblationConfig:
                     "stand_in='transformer' needs encoder_depth >= 1 (its layers), got "
                     f"encoder_depth={self.encoder_depth}"
                 )
-            width, heads = self.hidden_size, self.encoder_heads
-            if width % heads or (width // heads) % 4:
-                raise ValueError(
-                    f"hidden_size must be divisible by encoder_heads into heads of a multiple of "
-                    f"4 (frame+patch rotary positions), got hidden_size={width} and "
-                    f"encoder_heads={heads}"
-                )
-        dim, heads = self.predictor_dim, self.predictor_heads
-        if dim % heads or (dim // heads) % 4:
-            raise ValueError(
-                f"predictor_dim must be divisible by predictor_heads into heads of a multiple of "
-                f"4 (frame+patch rotary positions), got predictor_dim={dim} and "
-                f"predictor_heads={heads}"
-            )
+            check_rotary_heads("hidden_size", self.hidden_size, "encoder_heads", self.encoder_heads)
+        check_rotary_heads("predictor_dim", self.predictor_dim, "predictor_heads",
+                           self.predictor_heads)  # fmt: skip
 
     def fast_slow_settings(self) -> dict[str, int]:
         """``num_fast``, ``num_slow``, ``fast_stride`` and ``slow_stride`` of the fast/slow runs.

@@ -55,6 +55,7 @@ __all__ = [
     "WorldModel",
     "add_rollout_command",
     "evaluate_rollout",
+    "held_out_clip",
     "rollout",
     "save_rollout_strip",
     "strip_image",
@@ -337,6 +338,25 @@ class RolloutResult:
         return "\n".join(lines) + "\n"
 
 
+def held_out_clip(config: RolloutConfig) -> torch.Tensor:
+    """The ``[prefix_frames + rollout_frames, C, H, W]`` moving-digits clip a rollout is scored
+    on: the test split (digit images the model never trained on), drawn with ``config.seed``.
+
+    Example:
+        >>> held_out_clip(RolloutConfig(prefix_frames=2, rollout_frames=3)).shape[0]
+        5
+    """
+    return make_moving_digits(
+        1,
+        num_frames=config.prefix_frames + config.rollout_frames,
+        image_size=config.image_size,
+        num_digits=config.num_digits,
+        digit_size=config.digit_size,
+        seed=config.seed,
+        split="test",
+    )[0]
+
+
 def evaluate_rollout(model: WorldModel, clip: torch.Tensor, prefix_frames: int) -> RolloutResult:
     """Roll ``model`` out from the first ``prefix_frames`` frames of ``clip`` ``[T, 1, H, W]``
     over the rest of it, with the cache and by recomputation, and score it.
@@ -540,16 +560,7 @@ def run_rollout_command(args: argparse.Namespace) -> int:
         )
         if args.save is not None:
             save_world_model(model, args.save)
-    clip = make_moving_digits(
-        1,
-        num_frames=config.prefix_frames + config.rollout_frames,
-        image_size=config.image_size,
-        num_digits=config.num_digits,
-        digit_size=config.digit_size,
-        seed=config.seed,
-        split="test",
-    )[0]
-    result = evaluate_rollout(model, clip, config.prefix_frames)
+    result = evaluate_rollout(model, held_out_clip(config), config.prefix_frames)
     print(result.markdown(), end="")
     print(
         f"cache: {result.cache_ms:.1f} ms a frame, recomputation: {result.recompute_ms:.1f} ms a "

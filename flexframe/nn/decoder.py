@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.attention.flex_attention import BlockMask
 from torch.utils.checkpoint import checkpoint
 
+from flexframe._checks import check_weights_dtype
 from flexframe.masks import MaskSpec, get_mask
 from flexframe.nn.attention import (
     Attention,
@@ -244,17 +245,7 @@ class FlexFrameDecoder(nn.Module):
 
     def _check_x(self, x: torch.Tensor) -> None:
         check_tokens(x, self.dim)
-        weight = self.norm.weight
-        if (
-            x.is_floating_point()
-            and x.dtype != weight.dtype
-            and not torch.is_autocast_enabled(x.device.type)
-        ):
-            raise TypeError(
-                f"x is {x.dtype} but the decoder's weights are {weight.dtype}: cast the decoder "
-                f"(decoder.to({x.dtype})), cast x (x.to({weight.dtype})), or run under "
-                f"torch.autocast('{x.device.type}', dtype={x.dtype})"
-            )
+        check_weights_dtype("x", x, self.norm.weight, "decoder")
 
     def _check_input(
         self, x: torch.Tensor, mask: MaskLike, mask_params: Mapping[str, Any] | None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flexframe._checks import check_choice
+from flexframe._checks import check_choice, check_rotary_heads
 from flexframe._config import check_settings, from_mapping, read_yaml, setting
 from flexframe._vocab import (
     ATTENTION_BACKENDS,
@@ -100,13 +100,8 @@ class AutoregressiveReconstructionConfig:
         if self.mask == "sliding-window" and self.window_size is None:
             raise ValueError("mask='sliding-window' needs window_size (frames back), got None")
         # The predictor's heads: checked here so that the message names the config keys.
-        dim, heads = self.predictor_dim, self.predictor_heads
-        if dim % heads or (dim // heads) % 4:
-            raise ValueError(
-                f"predictor_dim / predictor_heads must be a whole head size that is a multiple "
-                f"of 4 (frame+patch rotary positions), got predictor_dim={dim}, "
-                f"predictor_heads={heads}"
-            )
+        heads = self.predictor_heads
+        check_rotary_heads("predictor_dim", self.predictor_dim, "predictor_heads", heads)
         if self.predictor_kv_heads is not None and heads % self.predictor_kv_heads:
             raise ValueError(
                 f"predictor_kv_heads must divide predictor_heads, got "

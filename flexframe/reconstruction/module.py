@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flexframe._checks import check_int
+from flexframe._checks import check_int, check_weights_dtype
 from flexframe.masks import MaskSpec, get_mask, get_mask_entry
 from flexframe.nn import DecoderConfig, FlexFrameDecoder, FramePositions
 from flexframe.reconstruction.config import AutoregressiveReconstructionConfig
@@ -434,18 +434,8 @@ class AutoregressiveReconstructionModule(nn.Module):
                 f"hidden_states have width {hidden_states.shape[-1]} but the module was built "
                 f"with hidden_size={self.hidden_size}"
             )
-        weight = self.input_proj.weight
-        if (
-            hidden_states.is_floating_point()
-            and hidden_states.dtype != weight.dtype
-            and not torch.is_autocast_enabled(hidden_states.device.type)
-        ):
-            raise TypeError(
-                f"hidden_states are {hidden_states.dtype} but the module's weights are "
-                f"{weight.dtype}: cast the module (module.to({hidden_states.dtype})), cast the "
-                f"hidden states (hidden_states.to({weight.dtype})), or run under "
-                f"torch.autocast('{hidden_states.device.type}', dtype={hidden_states.dtype})"
-            )
+        check_weights_dtype("hidden_states", hidden_states, self.input_proj.weight, "module",
+                            verb="are", called="the hidden states")  # fmt: skip
 
     def _check_inputs(
         self,
