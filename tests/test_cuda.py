@@ -151,10 +151,13 @@ def test_closed_form_builder_on_the_gpu_gives_torchs_tensors(name, block_size):
 @pytest.mark.cuda
 @pytest.mark.parametrize("patches", [128, 96])
 def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivial(patches):
-    # The class of torch issue 188322: FLASH once ignored a sparse BlockMask when the mask_mod
-    # let everything through. Causal-frame's blocks with a noop mask_mod must still skip the
-    # future: the result is attention over exactly the computed blocks.
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
+    # The class of torch issue 188322: torch's FLASH lowering drops a BlockMask whose mask_mod
+    # returns a constant (its template passes no block tensors when the mask graph is trivial).
+    # Calling torch's flex_attention with BACKEND=FLASH directly on such a mask failed this
+    # check for both patch sizes (H200, torch 2.11, flash-attn-4 4.0.0b36, 2026-12-01).
+    # flexframe's policy must give the masked result: the Triton kernel where FLASH was its own
+    # default, a refusal where the caller chose FLASH.
+    from torch.nn.attention.flex_attention import BlockMask, noop_mask
 
     from flexframe.masks import dense_from_block_mask
     from flexframe.nn import flash_available
@@ -174,8 +177,9 @@ def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivia
     assert blocks.sparsity() > 0
     q, k, v = (torch.randn(1, 4, spec.q_len, 128, device="cuda", dtype=torch.bfloat16)
                for _ in range(3))  # fmt: skip
-    flash = torch.compile(flex_attention, dynamic=False)
-    out = flash(q, k, v, block_mask=trivial, kernel_options={"BACKEND": "FLASH"})
+    policy = KernelPolicy()
+    assert policy.options("cuda", torch.bfloat16, 128) == {"BACKEND": "FLASH"}
+    out = policy.attend(q, k, v, trivial)
     dense = dense_from_block_mask(trivial)  # full blocks and partial blocks whole
     want = torch.nn.functional.scaled_dot_product_attention(
         q.float(), k.float(), v.float(), attn_mask=dense
@@ -183,6 +187,16 @@ def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivia
     assert rel_err(out, want) < 1e-2
     everything = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
     assert rel_err(out, everything) > 0.05  # the skipped blocks really were skipped
+    with pytest.raises(ValueError, match="drops such a BlockMask"):
+        policy.attend(q, k, v, trivial, kernel_options={"BACKEND": "FLASH"})
+    # The same blocks under flexframe's mask_mod run FLASH and give the causal-frame result.
+    frames = torch.arange(spec.q_len, device="cuda") // patches
+    causal = frames[None, :] <= frames[:, None]
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=causal
+    )
+    assert rel_err(policy.attend(q, k, v, blocks), want) < 1e-2
+    assert policy.flash_signatures and not policy.flash_failed
 
 
 def tuned_vs_plain_errors(

@@ -12,10 +12,12 @@ import warnings
 
 import pytest
 import torch
-from torch.nn.attention.flex_attention import flex_attention
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
 
 from flexframe import DecoderConfig, get_mask
-from flexframe.nn import Attention, Hardware, KernelPolicy
+from flexframe.nn import Attention, Hardware, KernelPolicy, flash_would_ignore_blocks
 
 FLASH = {"BACKEND": "FLASH"}
 TMA = {"USE_TMA": True}
@@ -198,3 +200,134 @@ def test_flex_on_the_cpu_refuses_head_dims_its_kernel_gets_wrong(head_dim):
     q = torch.randn(1, 2, spec.q_len, head_dim)
     with pytest.raises(ValueError, match=f"head_dim={head_dim} is refused.*'sdpa'.*32 or more"):
         KernelPolicy().attend(q, q, q, spec.block_mask("cpu"))
+
+
+# -- BlockMasks FLASH would ignore (the class of torch issue 188322) ----------------------------
+# torch's FLASH lowering drops a BlockMask whose mask_mod returns a constant and attends to every
+# key. The references below build the token-level mask from the blocks by brute force.
+def _constant_false(b, h, q_idx, kv_idx):
+    return q_idx.new_zeros((), dtype=torch.bool)
+
+
+def _constant_true_from_a_tensor(b, h, q_idx, kv_idx):
+    return torch.ones((), dtype=torch.bool) | False
+
+
+def _every_key(b, h, q_idx, kv_idx):  # always True, but it reads an index: FLASH keeps blocks
+    return kv_idx >= 0
+
+
+def _keys_up_to_query(b, h, q_idx, kv_idx):
+    return kv_idx <= q_idx
+
+
+MODS = {  # name: (mask_mod, returns a constant)
+    "noop": (noop_mask, True),
+    "constant-false": (_constant_false, True),
+    "constant-true-from-a-tensor": (_constant_true_from_a_tensor, True),
+    "every-key": (_every_key, False),
+    "keys-up-to-query": (_keys_up_to_query, False),
+}
+
+
+def blocks_with(grid_partial, grid_full, mod, q_len, kv_len, block=4) -> BlockMask:
+    """A BlockMask of ``[Q_BLOCKS, KV_BLOCKS]`` bool grids, built by hand."""
+
+    def side(grid):
+        num = grid.sum(-1).to(torch.int32)
+        idx = torch.argsort(~grid, dim=-1, stable=True).to(torch.int32)
+        return num[None, None], idx[None, None]
+
+    kv_num, kv_idx = side(grid_partial)
+    full_num, full_idx = side(grid_full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
+                                    mask_mod=mod, seq_lengths=(q_len, kv_len))  # fmt: skip
+
+
+def token_mask(grid_partial, grid_full, mod, q_len, kv_len, block=4) -> torch.Tensor:
+    """``[q_len, kv_len]``: what the BlockMask says, pair by pair."""
+    out = torch.zeros(q_len, kv_len, dtype=torch.bool)
+    zero = torch.zeros((), dtype=torch.int32)
+    for q in range(q_len):
+        for kv in range(kv_len):
+            if grid_full[q // block, kv // block]:
+                out[q, kv] = True
+            elif grid_partial[q // block, kv // block]:
+                out[q, kv] = bool(mod(zero, zero, torch.tensor(q), torch.tensor(kv)))
+    return out
+
+
+@st.composite
+def hand_built_blocks(draw):
+    q_len, kv_len = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    nq, nkv = -(-q_len // 4), -(-kv_len // 4)
+    kind = draw(st.sampled_from(["partial", "full"]))
+    cells = st.lists(st.sampled_from(["skip", kind, "both"]), min_size=nq * nkv, max_size=nq * nkv)
+    grid = draw(cells)
+    full = torch.tensor([c == "full" or (c == "both" and kind == "partial") for c in grid])
+    partial = torch.tensor([c == "partial" for c in grid]) & ~full
+    name = draw(st.sampled_from(sorted(MODS)))
+    return partial.view(nq, nkv), full.view(nq, nkv), name, q_len, kv_len
+
+
+@settings(max_examples=60, deadline=None)
+@given(hand_built_blocks())
+def test_flash_would_ignore_blocks_exactly_when_its_all_keys_result_differs(case):
+    partial, full, name, q_len, kv_len = case
+    mod, constant = MODS[name]
+    blocks = blocks_with(partial, full, mod, q_len, kv_len)
+    # FLASH with a constant mask_mod attends to every pair: wrong unless the mask is all-visible.
+    wrong = constant and not bool(token_mask(partial, full, mod, q_len, kv_len).all())
+    assert flash_would_ignore_blocks(blocks) == wrong
+
+
+def test_a_block_mask_flash_would_ignore_runs_the_triton_kernel_by_default():
+    # Which kernel runs is the contract here; tests/test_cuda.py checks the values on a GPU
+    # (the stand-in compiler runs eager flex_attention, which reads no blocks at all).
+    policy, compiler = hopper_policy()
+    causal = get_mask("causal-frame", num_frames=3, num_patches_per_frame=128).block_mask()
+    trivial = BlockMask.from_kv_blocks(
+        causal.kv_num_blocks,
+        causal.kv_indices,
+        causal.full_kv_num_blocks,
+        causal.full_kv_indices,
+        BLOCK_SIZE=causal.BLOCK_SIZE,
+        seq_lengths=causal.seq_lengths,
+    )  # fmt: skip  (no mask_mod: torch's noop_mask)
+    q = torch.randn(1, 2, 384, 64, dtype=torch.bfloat16)
+    policy.attend(q, q, q, trivial)
+    assert compiler.calls == [("triton", TMA)]
+    assert not policy.flash_failed  # a choice for this BlockMask, not a fallback for the inputs
+    # The same blocks under flexframe's own mask_mod keep FLASH.
+    policy.attend(q, q, q, causal)
+    assert compiler.calls[1:] == [("flash", FLASH)]
+
+
+def test_flash_chosen_by_the_caller_is_refused_for_a_block_mask_it_would_ignore():
+    policy, compiler = hopper_policy()
+    sparse = BlockMask.from_kv_blocks(torch.tensor([[[1, 2]]]), torch.tensor([[[[0, 1], [0, 1]]]]))
+    q = torch.randn(1, 1, 256, 64, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"FLASH.*'noop_mask'.*skips blocks.*real mask_mod"):
+        policy.attend(q, q, q, sparse, kernel_options=FLASH)
+    assert compiler.calls == []
+    dense = BlockMask.from_kv_blocks(torch.tensor([[[2, 2]]]), torch.tensor([[[[0, 1], [0, 1]]]]))
+    policy.attend(q, q, q, dense, kernel_options=FLASH)  # every block computed: FLASH is right
+    assert compiler.calls == [("flash", FLASH)]
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [("causal-frame", {"num_frames": 3, "num_patches_per_frame": 5}),
+     ("sliding-window", {"num_frames": 4, "num_patches_per_frame": 3, "window_size": 1,
+                         "sink_frames": 1}),
+     ("chunk-causal", {"num_frames": 5, "num_patches_per_frame": 2, "frames_per_chunk": 2}),
+     ("teacher-forcing", {"num_frames": 3, "num_patches_per_frame": 2}),
+     ("packed-causal-frame", {"frames_per_video": [2, 1], "num_patches_per_frame": 3}),
+     ("timestamp-causal", {"timestamps": [0, 2, 1], "num_patches_per_frame": 2}),
+     ("fast-slow", {"num_fast_frames": 2, "num_slow_frames": 2, "num_patches_per_frame": 2}),
+     ("token-causal", {"seq_len": 9}), ("full", {"seq_len": 9})],
+)  # fmt: skip
+def test_flexframes_masks_are_never_taken_for_constant_ones(name, params):
+    spec = get_mask(name, **params)
+    assert not flash_would_ignore_blocks(spec.block_mask())
+    assert not flash_would_ignore_blocks((spec & get_mask("full", seq_len=spec.q_len)).block_mask())

@@ -18,6 +18,7 @@ from flexframe.nn.kernels import (
     compiled_flex_attention,
     default_kernel_options,
     flash_available,
+    flash_would_ignore_blocks,
     resolve_backend,
 )
 from flexframe.nn.positions import FramePositions, FrameRotaryEmbedding
@@ -42,6 +43,7 @@ __all__ = [
     "compiled_flex_attention",
     "default_kernel_options",
     "flash_available",
+    "flash_would_ignore_blocks",
     "resolve_backend",
     "resolve_mask",
     "streaming_rule",

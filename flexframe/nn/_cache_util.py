@@ -38,6 +38,29 @@ def _with_code(mod: MaskMod, key: Any, family: str) -> MaskMod:
     )
 
 
+def _progressions(positions: np.ndarray, values: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(first, count, value, step)`` for each maximal run of consecutive ``positions`` whose
+    ``values`` stay equal (step 0) or rise by one (step 1), in order.
+
+    Example:
+        >>> _progressions(np.array([0, 1, 2, 5, 6]), np.array([7, 8, 9, -1, -1]))
+        [(0, 3, 7, 1), (5, 2, -1, 0)]
+    """
+    runs: list[tuple[int, int, int, int]] = []
+    for position, value in zip(positions.tolist(), values.tolist(), strict=True):
+        if runs:
+            first, count, start, step = runs[-1]
+            if position == first + count:
+                if count == 1 and value - start in (0, 1):
+                    runs[-1] = (first, 2, start, value - start)
+                    continue
+                if value == start + step * count:
+                    runs[-1] = (first, count + 1, start, step)
+                    continue
+        runs.append((position, 1, value, 0))
+    return runs
+
+
 def _zeros(
     shape: tuple[int, ...], tail: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:

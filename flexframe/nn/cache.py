@@ -36,6 +36,7 @@ from flexframe.nn._cache_util import (
     _host_tensor,
     _identity,
     _module_shape,
+    _progressions,
     _rule_params,
     _with_code,
     _zeros,
@@ -141,6 +142,12 @@ class FrameKVCache:
         self._kv_entries = -(-capacity_frames * p // kv_bs) * kv_bs // p + 1
         self._table = torch.full(
             (self._q_entries + self._kv_entries,), -1, dtype=torch.int64, device=device
+        )
+        # What the device table holds (it is written with scalar kernels, see _send_table).
+        self._sent_f0: int | None = None
+        self._sent_slots = self._slots.copy()
+        self._iota = torch.arange(
+            max(self._q_entries, capacity_frames), dtype=torch.int64, device=device
         )
         self._mask_mod = step_mask_mod(self._table, p, self._q_entries, rule.frame_rule)
         # What a compiled step specializes on, but the step size: see _step_mask_mod.
@@ -440,11 +447,7 @@ class FrameKVCache:
         self._filled = max(self._filled, max(slots) + 1)
         if self.backend == "flex":  # fixed shapes: every slot, and the table on the device
             kv_slots = self.capacity_frames
-            # A fresh host array a step: the copy does not wait, so no buffer is reused under it.
-            table = np.full(self._table.shape[0], -1, dtype=np.int64)
-            table[: self._q_entries] = np.arange(f0, f0 + self._q_entries)
-            table[self._q_entries : self._q_entries + self.capacity_frames] = self._slots
-            self._table.copy_(_host_tensor(table, self.device), non_blocking=True)
+            self._send_table(f0)
         else:  # sdpa: the slots filled so far
             kv_slots = self._filled
         visible = self.rule.visible(np.arange(f0, f0 + c), self._slots[:kv_slots])
@@ -454,6 +457,24 @@ class FrameKVCache:
         step = CacheStep(self, f0, c, append, slots, mask, self._close)
         self._open = step
         return step
+
+    def _send_table(self, f0: int) -> None:
+        """Bring the device table to this step, ``[f0, f0 + 1, .. | the frame in each slot]``,
+        writing only what changed, each run of it by one kernel that takes its numbers as
+        scalars: no host-to-device copy and no pinned buffer a step (a step changes the first
+        frame and the chunk's slots: two or three small kernels)."""
+        table, q = self._table, self._q_entries
+        if self._sent_f0 != f0:
+            torch.add(self._iota[:q], f0, out=table[:q])
+            self._sent_f0 = f0
+        changed = np.flatnonzero(self._slots != self._sent_slots)
+        for first, count, value, step in _progressions(changed, self._slots[changed]):
+            run = table[q + first : q + first + count]
+            if step:
+                torch.add(self._iota[:count], value, out=run)
+            else:
+                run.fill_(value)
+        self._sent_slots[changed] = self._slots[changed]
 
     def _close(self, step: CacheStep, commit: bool) -> None:
         self._open = None

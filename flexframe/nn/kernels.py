@@ -36,6 +36,19 @@ default FLASH kernel that fails in its forward call is reported once (a ``Runtim
 replaced by the Triton default for that (device, dtype, head_dim); options a caller chose are
 never replaced, and running out of memory is never a reason to fall back. On the CPU, head dims
 below :data:`CPU_MIN_HEAD_DIM` are refused (torch's CPU kernel is wrong there).
+
+**A BlockMask FLASH would ignore.** When a BlockMask's mask_mod returns a constant (torch's
+``noop_mask``, the default of ``BlockMask.from_kv_blocks``, or any mask_mod whose result does
+not depend on its indices), torch's FLASH lowering calls the mask graph trivial and drops the
+BlockMask: FlashAttention-4 then attends to every key, the skipped blocks included (seen on an
+H200 with torch 2.11 and flash-attn-4 4.0.0b36; torch 2.13's template does the same; the class
+of torch issue 188322). The policy checks each mask_mod once (a trace of it; kept per code
+object and closure) and, where such a BlockMask does not already compute every pair FLASH
+would, runs the Triton kernel for it by default, and refuses ``kernel_options={"BACKEND":
+"FLASH"}`` chosen by the caller with a ``ValueError`` saying what to do. flexframe's own masks
+always depend on their indices and never take this path. Inside an outer ``torch.compile`` the
+check cannot run (it needs a trace and a look at the block counts): there, give hand-built
+BlockMasks their real mask_mod.
 """
 
 from __future__ import annotations
@@ -47,11 +60,13 @@ import re
 import sys
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from flexframe._checks import check_choice, check_int, resolve_device
@@ -172,6 +187,121 @@ def _signature(
         getattr(mod, "__code__", type(mod)),
         closure,
     )
+
+
+# -- mask_mods FLASH would call trivial ---------------------------------------------------------
+# Ops that read only the shape, dtype or device of a tensor argument: a result built by one of
+# them does not depend on the indices it was given.
+_SHAPE_ONLY = {"new_ones", "new_zeros", "new_full", "new_empty", "ones_like", "zeros_like",
+               "full_like", "empty_like"}  # fmt: skip
+_DEPENDS_BY_FN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_DEPENDS_BY_CODE: dict[tuple[Any, ...], bool] = {}
+
+
+def _code_key(fn: Any, depth: int = 0) -> tuple[Any, ...] | None:
+    """What a mask_mod's trace depends on: its code, and its closure (tensors by dtype and
+    rank, functions by their own key, plain values by value); ``None`` where unknown."""
+    code = getattr(fn, "__code__", None)
+    if code is None or depth > 8:
+        return None
+    cells: list[Any] = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            value = None
+        if isinstance(value, torch.Tensor):
+            cells.append(("tensor", value.dtype, value.dim()))
+        elif isinstance(value, (bool, int, float, str, type(None))):
+            cells.append((type(value), value))
+        elif callable(value) and hasattr(value, "__code__"):
+            inner = _code_key(value, depth + 1)
+            if inner is None:
+                return None
+            cells.append(inner)
+        else:
+            return None
+    defaults = getattr(fn, "__defaults__", None) or ()
+    if not all(isinstance(d, (bool, int, float, str, type(None))) for d in defaults):
+        return None
+    return (code, tuple(cells), defaults)
+
+
+def _traced_depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
+    """Whether ``mask_mod``'s traced result depends on any of its four indices. A mask_mod that
+    cannot be traced here counts as depending on them (its behaviour is left as it was)."""
+    from torch._decomp import core_aten_decompositions
+
+    indices = [torch.zeros((), dtype=torch.int32, device=device) for _ in range(4)]
+    decompositions: Any = core_aten_decompositions()  # what inductor lowers: new_ones -> full
+    try:
+        graph = make_fx(mask_mod, decomposition_table=decompositions)(*indices).graph
+    except Exception as err:  # noqa: BLE001 (any failure: unknown, so unchanged)
+        logger.debug("flexframe: could not trace mask_mod %r (%s)", mask_mod, err)
+        return True
+    output = next(node for node in graph.nodes if node.op == "output").args[0]
+    stack = [output] if isinstance(output, torch.fx.Node) else []
+    seen: set[torch.fx.Node] = set()
+    while stack:
+        node = stack.pop()
+        if node.op == "placeholder":
+            return True
+        if node in seen:
+            continue
+        seen.add(node)
+        name = getattr(getattr(node.target, "_schema", None), "name", "").split("::")[-1]
+        inputs = node.all_input_nodes[1:] if name in _SHAPE_ONLY else node.all_input_nodes
+        stack.extend(inputs)
+    return False
+
+
+def _depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
+    """:func:`_traced_depends_on_indices`, kept per mask_mod and per code key."""
+    try:
+        return _DEPENDS_BY_FN[mask_mod]
+    except (KeyError, TypeError):  # not seen, or not weakly referable
+        pass
+    key = _code_key(mask_mod)
+    depends = _DEPENDS_BY_CODE.get(key) if key is not None else None
+    if depends is None:
+        depends = _traced_depends_on_indices(mask_mod, device)
+        if key is not None:
+            _DEPENDS_BY_CODE[key] = depends
+    try:
+        _DEPENDS_BY_FN[mask_mod] = depends
+    except TypeError:
+        pass
+    return depends
+
+
+def flash_would_ignore_blocks(block_mask: BlockMask) -> bool:
+    """Whether torch's FLASH backend would compute something else than ``block_mask`` says:
+    its mask_mod returns a constant (FLASH then drops the BlockMask and attends to every key)
+    and the BlockMask does not already compute exactly that (every block, each visible).
+
+    Example:
+        >>> from torch.nn.attention.flex_attention import BlockMask
+        >>> blocks = BlockMask.from_kv_blocks(torch.tensor([[[1, 2]]]),
+        ...                                   torch.tensor([[[[0, 1], [0, 1]]]]))  # no mask_mod
+        >>> flash_would_ignore_blocks(blocks)  # the first row skips block 1
+        True
+        >>> from flexframe import get_mask
+        >>> flash_would_ignore_blocks(get_mask("causal-frame", num_frames=2,
+        ...                                    num_patches_per_frame=128).block_mask())
+        False
+    """
+    device = block_mask.kv_num_blocks.device
+    if _depends_on_indices(block_mask.mask_mod, device):
+        return False
+    zero = torch.zeros((), dtype=torch.int32, device=device)
+    visible = bool(block_mask.mask_mod(zero, zero, zero, zero))
+    full = block_mask.full_kv_num_blocks
+    full = torch.zeros_like(block_mask.kv_num_blocks) if full is None else full
+    computed_whole = block_mask.kv_num_blocks + full if visible else full
+    if not visible and bool((block_mask.kv_num_blocks > 0).any()):
+        return True  # partial blocks that show nothing; FLASH would show them
+    kv_blocks = -(-block_mask.seq_lengths[1] // block_mask.BLOCK_SIZE[1])
+    return not bool((computed_whole == kv_blocks).all())
 
 
 class KernelPolicy:
@@ -310,6 +440,17 @@ class KernelPolicy:
                     )
                 signature = None
         flash = options.get("BACKEND") == "FLASH"
+        if flash and not torch.compiler.is_compiling() and flash_would_ignore_blocks(block_mask):
+            if not chosen_by_default:
+                raise ValueError(
+                    "kernel_options={'BACKEND': 'FLASH'} with a BlockMask whose mask_mod "
+                    f"({getattr(block_mask.mask_mod, '__name__', block_mask.mask_mod)!r}) returns "
+                    "a constant and that skips blocks: torch's FLASH backend drops such a "
+                    "BlockMask and attends to every key, the skipped blocks included. Give the "
+                    "BlockMask its real mask_mod (flexframe's get_mask(...).block_mask() does), or "
+                    "leave kernel_options unset (flexframe then runs the Triton kernel for it)"
+                )
+            options, flash, signature = self.options(device), False, None
         try:
             attend = self.compiled(block_mask.mask_mod, flash, dynamic)
             out = attend(q, k, v, block_mask, enable_gqa, options or None)

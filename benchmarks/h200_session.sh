@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The second round's GPU measurements in three calls of the device tool (one H200, torch 2.11),
+# written so that a 30-minute lease holds them all. Run from the repository root:
+#
+#   bash benchmarks/h200_session.sh start   # carry .gpu/cu13.tar.xz: unpack it, start the ablation
+#   bash benchmarks/h200_session.sh tests   # carry .whl: install FA4, CUDA tests, collect the ablation
+#   bash benchmarks/h200_session.sh bench   # generation-mask, build and prompt-mask benchmarks
+#
+# FlashAttention-4's install order is in ../shared/notes/gpu-anchors.md: the cu13 libraries are
+# copied over the pip target AFTER pip ran (pip --target --upgrade deletes them otherwise).
+# The ablation runs in its own process session while the CUDA tests run (they check values,
+# not speed); the benchmarks wait for it, so nothing shares the GPU while it is timed.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+SITE=/tmp/site
+ABL=/tmp/abl
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+env_line() {
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
+  python3 -c 'import importlib.metadata as m; print("flash-attn-4", m.version("flash-attn-4"))' 2>/dev/null || echo "flash-attn-4 not installed"
+  date -u +%FT%TZ
+}
+
+use_fa4() {
+  if [ ! -d "$SITE/flash_attn" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl || return 1
+    cp -r /tmp/CU13/. "$SITE"/ || return 1
+  fi
+  export PYTHONPATH="$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages:$PWD"
+}
+
+wait_ablation() {  # $1: seconds at most
+  local waited=0
+  while [ ! -f "$ABL/done" ] && [ "$waited" -lt "$1" ]; do sleep 5; waited=$((waited + 5)); done
+  [ -f "$ABL/done" ]
+}
+
+case "${1:-}" in
+start)
+  mkdir -p /tmp/CU13 && tar -xJf .gpu/cu13.tar.xz -C /tmp/CU13
+  export PYTHONPATH="$PWD"
+  env_line | tee "$OUT/env.txt"
+  rm -rf "$ABL" && mkdir -p "$ABL"
+  # Triton flex (FA4 is not on the path of this process): the kernel does not change the verdict.
+  setsid bash -c "start=\$(date +%s); python3 -m flexframe ablate --config examples/ablation_gpu.yaml \
+    --out $ABL/run > $ABL/ablate.log 2>&1; echo \$? > $ABL/rc; \
+    echo \$(( \$(date +%s) - start )) > $ABL/seconds; touch $ABL/done" < /dev/null &
+  sleep 20
+  tail -5 "$ABL/ablate.log"
+  ;;
+tests)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  # -v names each test as it ends and no captured logs swamp the tracebacks: on 2026-12-01 the
+  # suite (sharing the GPU with the ablation) outran a 330 s limit before pytest's summary.
+  timeout 480 python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider \
+    -W ignore::DeprecationWarning tests/test_cuda.py tests/test_streaming_cuda.py \
+    "tests/test_sampling.py::test_sampling_on_cuda_keeps_device_and_values" \
+    tests/test_transformers.py -k "cuda or gpu" 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed" | tail -70
+  timeout 90 python3 benchmarks/stream_profile.py > "$OUT/stream_profile.txt" 2>&1
+  tail -25 "$OUT/stream_profile.txt"
+  wait_ablation "${WAIT_S:-150}" && echo "ablation done in $(cat $ABL/seconds) s, rc $(cat $ABL/rc)"
+  mkdir -p "$OUT/abl" && cp "$ABL"/ablate.log "$OUT/abl/" &&
+    cp "$ABL"/run/results.json "$ABL"/run/results.md "$ABL"/run/loss_curves.png "$OUT/abl/" 2>/dev/null
+  tail -30 "$ABL/ablate.log"
+  ;;
+bench)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  wait_ablation 300 || echo "WARNING: the ablation is still running; timings share the GPU"
+  env_line | tee "$OUT/env.txt"
+  cd benchmarks || exit 1
+  timeout 170 python3 attention.py --seq-lens 32760 --patches 1560 \
+    --masks causal-frame chunk-causal chunk-causal-window sliding-window-sinks packed-causal-frame \
+    --frames-per-chunk 3 --window-size 2 --variants cudnn-token-causal flex-flash flex-padded-flash \
+    --passes fwd fwdbwd --rep-ms 150 --time-budget-s 140 --out "$OUT/attention-generation-1560.json" > "$OUT/bench.log" 2>&1
+  timeout 80 python3 attention.py --seq-lens 65520 --patches 1560 --masks teacher-forcing \
+    --variants cudnn-token-causal flex-flash --passes fwd fwdbwd --rep-ms 150 \
+    --out "$OUT/attention-teacher-forcing-1560.json" >> "$OUT/bench.log" 2>&1
+  timeout 150 python3 attention.py --seq-lens 16384 65536 --patches 256 \
+    --masks causal-frame chunk-causal sliding-window-sinks teacher-forcing packed-causal-frame \
+    --variants cudnn-token-causal flex-flash --passes fwd fwdbwd --rep-ms 150 \
+    --time-budget-s 120 --out "$OUT/attention-generation-256.json" >> "$OUT/bench.log" 2>&1
+  timeout 60 python3 mask_build.py --seq-lens 131072 --patches 1560 256 --builders closed-form \
+    closed-form-cached compiled --masks causal-frame chunk-causal chunk-causal-window sliding-window-sinks \
+    teacher-forcing packed-causal-frame --out "$OUT/mask_build-generation-h200.json" >> "$OUT/bench.log" 2>&1
+  timeout 90 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-h200.json" >> "$OUT/bench.log" 2>&1
+  grep -E "^\|" "$OUT/bench.log" | grep -v -- "---" | tail -70
+  ;;
+*)
+  echo "usage: $0 start|tests|bench"; exit 2
+  ;;
+esac
