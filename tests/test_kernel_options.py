@@ -16,8 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.attention.flex_attention import BlockMask, flex_attention, noop_mask
 
-from flexframe import DecoderConfig, get_mask
-from flexframe.nn import Attention, Hardware, KernelPolicy, flash_would_ignore_blocks
+from flexframe import DecoderConfig, FlexFrameDecoder, get_mask
+from flexframe.nn import (
+    Attention,
+    FrameKVCache,
+    Hardware,
+    KernelPolicy,
+    flash_would_ignore_blocks,
+)
 
 FLASH = {"BACKEND": "FLASH"}
 TMA = {"USE_TMA": True}
@@ -331,3 +337,32 @@ def test_flexframes_masks_are_never_taken_for_constant_ones(name, params):
     spec = get_mask(name, **params)
     assert not flash_would_ignore_blocks(spec.block_mask())
     assert not flash_would_ignore_blocks((spec & get_mask("full", seq_len=spec.q_len)).block_mask())
+
+
+def test_prompt_and_streaming_step_masks_are_never_taken_for_constant_ones():
+    ids = torch.tensor([[-1, -1, 0, 0, 1, 1, -1]])
+    for name in ("prompt-causal-frame", "prompt-sliding-window"):
+        params = {"window_size": 1} if name == "prompt-sliding-window" else {}
+        assert not flash_would_ignore_blocks(get_mask(name, frame_ids=ids, **params).block_mask())
+    spec = get_mask("sliding-window", num_frames=6, num_patches_per_frame=2, window_size=1)
+    decoder = FlexFrameDecoder(dim=64, depth=1, num_heads=2, attention_backend="flex")
+    cache = FrameKVCache.for_mask(spec, decoder, chunk_frames=1)
+    for _ in range(4):  # the ring wraps
+        with cache.begin(1) as step:
+            assert not flash_would_ignore_blocks(step.mask.block_mask())
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "autocast"])
+def test_a_constant_mask_mod_is_found_in_the_modes_generation_runs_in(mode):
+    def another_constant(b, h, q_idx, kv_idx):  # a fresh function: nothing kept for it yet
+        return torch.ones((), dtype=torch.bool)
+
+    sparse = torch.tensor([[[1, 2]]]), torch.tensor([[[[0, 1], [0, 1]]]])
+    context = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad,
+               "autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}[mode]  # fmt: skip
+    with context():
+        assert flash_would_ignore_blocks(
+            BlockMask.from_kv_blocks(*sparse, mask_mod=another_constant)
+        )
+        causal = BlockMask.from_kv_blocks(*sparse, mask_mod=_keys_up_to_query)
+        assert not flash_would_ignore_blocks(causal)
