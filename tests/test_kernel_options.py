@@ -352,17 +352,65 @@ def test_prompt_and_streaming_step_masks_are_never_taken_for_constant_ones():
             assert not flash_would_ignore_blocks(step.mask.block_mask())
 
 
+def _fresh_constant(name: str):
+    """A constant mask_mod with a code object of its own (nothing is kept for it yet)."""
+    namespace: dict = {"torch": torch}
+    exec(
+        f"def {name}(b, h, q_idx, kv_idx):\n    return torch.ones((), dtype=torch.bool)", namespace
+    )
+    return namespace[name]
+
+
+SPARSE = (torch.tensor([[[1, 2]]]), torch.tensor([[[[0, 1], [0, 1]]]]))  # row 0 skips block 1
+
+
 @pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "autocast"])
 def test_a_constant_mask_mod_is_found_in_the_modes_generation_runs_in(mode):
-    def another_constant(b, h, q_idx, kv_idx):  # a fresh function: nothing kept for it yet
-        return torch.ones((), dtype=torch.bool)
-
-    sparse = torch.tensor([[[1, 2]]]), torch.tensor([[[[0, 1], [0, 1]]]])
     context = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad,
                "autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}[mode]  # fmt: skip
     with context():
-        assert flash_would_ignore_blocks(
-            BlockMask.from_kv_blocks(*sparse, mask_mod=another_constant)
-        )
-        causal = BlockMask.from_kv_blocks(*sparse, mask_mod=_keys_up_to_query)
+        constant = _fresh_constant(f"constant_in_{mode}")
+        assert flash_would_ignore_blocks(BlockMask.from_kv_blocks(*SPARSE, mask_mod=constant))
+        causal = BlockMask.from_kv_blocks(*SPARSE, mask_mod=_keys_up_to_query)
         assert not flash_would_ignore_blocks(causal)
+
+
+class _Masks:
+    def constant(self, b, h, q_idx, kv_idx):
+        return q_idx.new_ones((), dtype=torch.bool)
+
+    def causal(self, b, h, q_idx, kv_idx):
+        return kv_idx <= q_idx
+
+
+def _constant_with_a_default(b, h, q_idx, kv_idx, value=True):
+    return q_idx.new_full((), value, dtype=torch.bool)
+
+
+def _causal_with_a_default(b, h, q_idx, kv_idx, offset=0):
+    return kv_idx <= q_idx + offset
+
+
+@pytest.mark.parametrize(
+    "mod, constant",
+    [(_Masks().constant, True), (_Masks().causal, False),
+     (_constant_with_a_default, True), (_causal_with_a_default, False)],
+    ids=["bound-constant", "bound-causal", "default-constant", "default-causal"],
+)  # fmt: skip
+def test_bound_methods_and_defaulted_parameters_are_read_as_flex_calls_them(mod, constant):
+    assert flash_would_ignore_blocks(BlockMask.from_kv_blocks(*SPARSE, mask_mod=mod)) == constant
+
+
+@pytest.mark.parametrize("order", [(True, False), (False, True)])
+def test_a_mask_mod_that_branches_on_a_closed_over_flag_is_read_for_each_flag(order):
+    def make(flag: torch.Tensor):
+        def branching(b, h, q_idx, kv_idx):
+            return (kv_idx <= q_idx) if bool(flag) else q_idx.new_ones((), dtype=torch.bool)
+
+        return branching
+
+    for causal in order:  # the same code object, read once per flag value
+        mod = make(torch.tensor(causal))
+        assert flash_would_ignore_blocks(BlockMask.from_kv_blocks(*SPARSE, mask_mod=mod)) == (
+            not causal
+        )

@@ -46,7 +46,10 @@ of torch issue 188322). The policy checks each mask_mod once (a trace of it; kep
 object and closure) and, where such a BlockMask does not already compute every pair FLASH
 would, runs the Triton kernel for it by default, and refuses ``kernel_options={"BACKEND":
 "FLASH"}`` chosen by the caller with a ``ValueError`` saying what to do. flexframe's own masks
-always depend on their indices and never take this path. Inside an outer ``torch.compile`` the
+always depend on their indices and never take this path. The check is broader than torch's
+own (an output that is literally ``aten.full``): any mask_mod whose result depends on no index
+counts, so a few constant mask_mods that torch would still read leave FLASH needlessly, and
+none that it drops gets through. Inside an outer ``torch.compile`` the
 check cannot run (it needs a trace and a look at the block counts): there, give hand-built
 BlockMasks their real mask_mod.
 """
@@ -200,7 +203,8 @@ _DEPENDS_BY_CODE: dict[tuple[Any, ...], bool] = {}
 
 def _code_key(fn: Any, depth: int = 0) -> tuple[Any, ...] | None:
     """What a mask_mod's trace depends on: its code, and its closure (tensors by dtype and
-    rank, functions by their own key, plain values by value); ``None`` where unknown."""
+    rank, one-element tensors and plain values by value, functions by their own key); ``None``
+    where unknown."""
     code = getattr(fn, "__code__", None)
     if code is None or depth > 8:
         return None
@@ -210,7 +214,12 @@ def _code_key(fn: Any, depth: int = 0) -> tuple[Any, ...] | None:
             value = cell.cell_contents
         except ValueError:  # an empty cell
             value = None
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:  # a flag a trace may branch on
+            try:
+                cells.append(("scalar", value.dtype, value.dim(), value.item()))
+            except (RuntimeError, NotImplementedError):  # no value to read (a meta tensor)
+                return None
+        elif isinstance(value, torch.Tensor):
             cells.append(("tensor", value.dtype, value.dim()))
         elif isinstance(value, (bool, int, float, str, type(None))):
             cells.append((type(value), value))
@@ -227,18 +236,33 @@ def _code_key(fn: Any, depth: int = 0) -> tuple[Any, ...] | None:
     return (code, tuple(cells), defaults)
 
 
-def _traced_depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
-    """Whether ``mask_mod``'s traced result depends on any of its four indices. A mask_mod that
-    cannot be traced here counts as depending on them (its behaviour is left as it was)."""
+def _trace(mask_mod: Any, device: torch.device) -> torch.fx.Graph | None:
+    """``mask_mod`` traced on four scalar indices (``None`` if it cannot be traced here)."""
     from torch._decomp import core_aten_decompositions
+
+    def called(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> Any:
+        return mask_mod(b, h, q, kv)  # four arguments, as flex gives them (bound methods and
+        # mask_mods with defaulted parameters included)
 
     indices = [torch.zeros((), dtype=torch.int32, device=device) for _ in range(4)]
     decompositions: Any = core_aten_decompositions()  # what inductor lowers: new_ones -> full
     try:
-        graph = make_fx(mask_mod, decomposition_table=decompositions)(*indices).graph
-    except Exception as err:  # noqa: BLE001 (any failure: unknown, so unchanged)
+        return make_fx(called, decomposition_table=decompositions)(*indices).graph
+    except Exception as err:  # noqa: BLE001 (any failure: unknown)
         logger.debug("flexframe: could not trace mask_mod %r (%s)", mask_mod, err)
-        return True
+        return None
+
+
+def _reads_values(graph: torch.fx.Graph) -> bool:
+    """Whether the trace read a tensor's value into Python (``.item()``, a branch on a tensor):
+    then another call with other tensors can trace differently."""
+    return any("_local_scalar_dense" in str(node.target) for node in graph.nodes)
+
+
+def _traced_depends_on_indices(graph: torch.fx.Graph) -> bool:
+    """Whether a traced mask_mod's result depends on any of its four indices. This is broader
+    than torch's own test (an output that is literally ``aten.full``): a result that depends on
+    no index is constant, and is taken for one, so that nothing FLASH drops gets through."""
     output = next(node for node in graph.nodes if node.op == "output").args[0]
     stack = [output] if isinstance(output, torch.fx.Node) else []
     seen: set[torch.fx.Node] = set()
@@ -256,7 +280,9 @@ def _traced_depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
 
 
 def _depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
-    """:func:`_traced_depends_on_indices`, kept per mask_mod and per code key."""
+    """Whether ``mask_mod``'s result depends on its indices, kept per mask_mod and per code key
+    (a code key only where the trace read no tensor's value). A mask_mod that cannot be traced
+    here counts as depending on them: its behaviour is left as it was."""
     try:
         return _DEPENDS_BY_FN[mask_mod]
     except (KeyError, TypeError):  # not seen, or not weakly referable
@@ -264,8 +290,9 @@ def _depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
     key = _code_key(mask_mod)
     depends = _DEPENDS_BY_CODE.get(key) if key is not None else None
     if depends is None:
-        depends = _traced_depends_on_indices(mask_mod, device)
-        if key is not None:
+        graph = _trace(mask_mod, device)
+        depends = graph is None or _traced_depends_on_indices(graph)
+        if key is not None and graph is not None and not _reads_values(graph):
             _DEPENDS_BY_CODE[key] = depends
     try:
         _DEPENDS_BY_FN[mask_mod] = depends
