@@ -5,6 +5,7 @@
 #   bash benchmarks/h200_session.sh start   # carry .gpu/cu13.tar.xz: unpack it, start the ablation
 #   bash benchmarks/h200_session.sh tests   # carry .whl: install FA4, CUDA tests, collect the ablation
 #   bash benchmarks/h200_session.sh bench   # generation-mask, build and prompt-mask benchmarks
+#   bash benchmarks/h200_session.sh stream  # carry .whl: the streaming benchmark and step profile
 #
 # FlashAttention-4's install order is in ../shared/notes/gpu-anchors.md: the cu13 libraries are
 # copied over the pip target AFTER pip ran (pip --target --upgrade deletes them otherwise).
@@ -89,7 +90,16 @@ bench)
   timeout 90 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-h200.json" >> "$OUT/bench.log" 2>&1
   grep -E "^\|" "$OUT/bench.log" | grep -v -- "---" | tail -70
   ;;
+stream)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  cd benchmarks || exit 1
+  timeout 300 python3 streaming.py --out "$OUT/streaming-h200.json" > "$OUT/streaming.log" 2>&1
+  timeout 90 python3 stream_profile.py > "$OUT/stream_profile.txt" 2>&1
+  grep -v Deprecat "$OUT/stream_profile.txt" | grep -E "^host|^do_bench"
+  tail -12 "$OUT/streaming.log"
+  ;;
 *)
-  echo "usage: $0 start|tests|bench"; exit 2
+  echo "usage: $0 start|tests|bench|stream"; exit 2
   ;;
 esac
