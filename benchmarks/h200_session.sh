@@ -6,6 +6,12 @@
 #   bash benchmarks/h200_session.sh tests   # carry .whl: install FA4, CUDA tests, collect the ablation
 #   bash benchmarks/h200_session.sh bench   # generation-mask, build and prompt-mask benchmarks
 #   bash benchmarks/h200_session.sh stream  # carry .whl: the streaming benchmark and step profile
+#   bash benchmarks/h200_session.sh retest  # carry .whl: the CUDA tests, the last session's first
+#   bash benchmarks/h200_session.sh profile # carry .whl: streaming benchmark, step and build profiles
+#   bash benchmarks/h200_session.sh final   # carry .whl: the tests left, build, prompt, packed rows
+#   bash benchmarks/h200_session.sh final2  # carry .whl: what final's time cut, a build profile
+#
+# ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
 # FlashAttention-4's install order is in ../shared/notes/gpu-anchors.md: the cu13 libraries are
 # copied over the pip target AFTER pip ran (pip --target --upgrade deletes them otherwise).
@@ -44,6 +50,7 @@ start)
   mkdir -p /tmp/CU13 && tar -xJf .gpu/cu13.tar.xz -C /tmp/CU13
   export PYTHONPATH="$PWD"
   env_line | tee "$OUT/env.txt"
+  [ "${ABLATE:-1}" = 0 ] && exit 0
   rm -rf "$ABL" && mkdir -p "$ABL"
   # Triton flex (FA4 is not on the path of this process): the kernel does not change the verdict.
   setsid bash -c "start=\$(date +%s); python3 -m flexframe ablate --config examples/ablation_gpu.yaml \
@@ -99,7 +106,71 @@ stream)
   grep -v Deprecat "$OUT/stream_profile.txt" | grep -E "^host|^do_bench"
   tail -12 "$OUT/streaming.log"
   ;;
+retest)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  FIRST=("tests/test_cuda.py::test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivial"
+         tests/test_streaming_cuda.py)
+  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
+  timeout 200 "${PYTEST[@]}" "${FIRST[@]}" 2>&1 | tee "$OUT/retest.log" |
+    grep -E "PASSED|FAILED|ERROR|passed|failed|Error" | tail -25
+  timeout 320 "${PYTEST[@]}" tests/test_cuda.py tests/test_sampling.py::test_sampling_on_cuda_keeps_device_and_values \
+    tests/test_transformers.py -k "(cuda or gpu) and not test_flash_keeps" 2>&1 | tee "$OUT/pytest.log" |
+    grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -60
+  ;;
+profile)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  cd benchmarks || exit 1
+  timeout 60 python3 build_profile.py > "$OUT/build_profile.txt" 2>&1
+  grep -E "^## |synchronizing" "$OUT/build_profile.txt"
+  timeout 240 python3 streaming.py --time-budget-s 200 --out "$OUT/streaming-h200.json" > "$OUT/streaming.log" 2>&1
+  timeout 90 python3 stream_profile.py > "$OUT/stream_profile.txt" 2>&1
+  grep -v Deprecat "$OUT/stream_profile.txt" | grep -E "^host|^do_bench|^synchron|^  "
+  tail -12 "$OUT/streaming.log"
+  ;;
+final)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
+  timeout 200 "${PYTEST[@]}" tests/test_cuda.py::test_closed_form_builder_on_the_gpu_gives_torchs_tensors \
+    "tests/test_cuda.py::test_the_tuned_default_gives_the_triton_result[timestamp-causal-128]" \
+    tests/test_cuda.py::test_the_tuned_default_serves_changing_lengths \
+    tests/test_streaming_cuda.py::test_every_step_after_the_first_runs_the_same_compiled_kernel \
+    tests/test_sampling.py::test_sampling_on_cuda_keeps_device_and_values \
+    tests/test_transformers.py::test_flex_on_the_gpu_trains_and_agrees_with_sdpa_in_bfloat16 \
+    2>&1 | tee "$OUT/final-tests.log" | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -30
+  cd benchmarks || exit 1
+  timeout 60 python3 mask_build.py --seq-lens 131072 --patches 1560 256 --builders closed-form \
+    closed-form-cached compiled --masks causal-frame chunk-causal chunk-causal-window sliding-window-sinks \
+    teacher-forcing packed-causal-frame --out "$OUT/mask_build-generation-h200.json" > "$OUT/bench.log" 2>&1
+  timeout 90 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-h200.json" >> "$OUT/bench.log" 2>&1
+  timeout 90 python3 attention.py --seq-lens 32760 --patches 1560 --masks causal-frame packed-causal-frame \
+    --variants cudnn-token-causal flex-flash --passes fwd fwdbwd --rep-ms 150 --time-budget-s 80 \
+    --out "$OUT/attention-packed-1560.json" >> "$OUT/bench.log" 2>&1
+  grep -E "^\|" "$OUT/bench.log" | grep -v -- "---" | tail -60
+  cd .. && timeout 110 "${PYTEST[@]}" tests/test_cuda.py::test_flex_equals_sdpa_in_bf16_forward_and_backward \
+    2>&1 | tee "$OUT/final-flex-tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -15
+  ;;
+final2)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
+  T=tests/test_cuda.py::test_flex_equals_sdpa_in_bf16_forward_and_backward
+  S=tests/test_streaming_cuda.py::test_streaming_equals_the_full_forward_in_bf16
+  timeout 200 "${PYTEST[@]}" "$T[sliding-window-128]" "$T[sliding-window-sinks-128]" "$T[teacher-forcing-128]" \
+    "$T[timestamp-causal-64]" "$T[timestamp-causal-128]" "$S[chunk-causal-128-default]" \
+    "$S[sliding-window-128-default]" "$S[chunk-causal-64-default]" "$S[sliding-window-64-default]" \
+    2>&1 | tee "$OUT/final2-tests.log" | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -30
+  cd benchmarks || exit 1
+  timeout 80 python3 mask_build.py --seq-lens 131072 --patches 256 --builders closed-form \
+    closed-form-cached compiled --masks causal-frame chunk-causal chunk-causal-window sliding-window-sinks \
+    teacher-forcing packed-causal-frame --out "$OUT/mask_build-generation-256-h200.json" > "$OUT/bench.log" 2>&1
+  grep -E "^\|" "$OUT/bench.log" | grep -v -- "---" | tail -20
+  timeout 40 python3 build_profile.py --cases sliding-window-sinks --reps 100 > "$OUT/build_profile.txt" 2>&1
+  head -30 "$OUT/build_profile.txt" | cut -c1-150
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream"; exit 2
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2"; exit 2
   ;;
 esac

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -77,15 +78,29 @@ def main() -> None:
         def step() -> None:
             fast.step(q, k, v, append=False)
 
+        def step_appending() -> None:  # what a generation loop runs: the ring moves on
+            fast.step(q, k, v)
+
         rows = [("begin + step mask", host_us(begin_only, args.steps)),
                 ("begin + write + mask", host_us(begin_write, args.steps)),
                 ("attend (one BlockMask)", host_us(attend_only, args.steps)),
-                ("whole step", host_us(step, args.steps))]  # fmt: skip
+                ("whole step", host_us(step, args.steps)),
+                ("whole appending step", host_us(step_appending, args.steps))]  # fmt: skip
         gpu_attend = C.bench(attend_only, 25, 200, device)
         gpu_step = C.bench(step, 25, 200, device)
         for name, us in rows:
             print(f"host {name:<26} {us:8.1f} us a call")
         print(f"do_bench attend {gpu_attend * 1e3:8.1f} us, step {gpu_step * 1e3:8.1f} us")
+        for name, fn in (("step", step), ("appending step", step_appending)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                for _ in range(3):
+                    fn()
+                torch.cuda.set_sync_debug_mode("default")
+            syncs = [f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}"
+                     for w in caught if "synchron" in str(w.message)]  # fmt: skip
+            print(f"synchronizing calls in 3 of a {name}: {len(syncs)}", *syncs[:6], sep="\n  ")
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -61,10 +61,13 @@ def test_streaming_equals_the_full_forward_in_bf16(name, head_dim, kernel_option
 def test_every_step_after_the_first_runs_the_same_compiled_kernel():
     policy = KernelPolicy()
     decoder = bf16_decoder(128, policy)
+    # 12 frames: the ring (3 sink frames + a window of 3 + a chunk of 3) is smaller than the
+    # mask, so the cache streams past it for good (see FrameKVCache.for_mask's max_frames).
     spec = get_mask(
-        "chunk-causal", num_frames=3, num_patches_per_frame=100, **CASES["chunk-causal"]
+        "chunk-causal", num_frames=12, num_patches_per_frame=100, **CASES["chunk-causal"]
     )
     cache = FrameKVCache.for_mask(spec, decoder)
+    assert cache.is_ring and cache.max_frames is None
     chunk = lambda: torch.randn(1, 300, 512, device="cuda", dtype=torch.bfloat16)  # noqa: E731
     with torch.no_grad():
         for _ in range(2):
