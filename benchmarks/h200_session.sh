@@ -10,6 +10,7 @@
 #   bash benchmarks/h200_session.sh profile # carry .whl: streaming benchmark, step and build profiles
 #   bash benchmarks/h200_session.sh final   # carry .whl: the tests left, build, prompt, packed rows
 #   bash benchmarks/h200_session.sh final2  # carry .whl: what final's time cut, a build profile
+#   bash benchmarks/h200_session.sh graphs  # carry .whl: streaming with CUDA graphs, their tests
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -170,7 +171,19 @@ final2)
   timeout 40 python3 build_profile.py --cases sliding-window-sinks --reps 100 > "$OUT/build_profile.txt" 2>&1
   head -30 "$OUT/build_profile.txt" | cut -c1-150
   ;;
+graphs)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  (cd benchmarks && timeout 110 python3 streaming.py --heads 12 --context-only \
+    --out "$OUT/streaming-graphs-h200.json" > "$OUT/streaming-graphs.log" 2>&1)
+  tail -5 "$OUT/streaming-graphs.log"
+  timeout 75 python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning \
+    tests/test_streaming_cuda.py -k cuda_graph 2>&1 | tee "$OUT/graphs-tests.log" |
+    grep -E "PASSED|FAILED|ERROR|passed|failed|Error" | tail -12
+  (cd benchmarks && timeout 20 python3 build_profile.py --cases sliding-window-sinks causal-frame \
+    --reps 100 > "$OUT/build_profile.txt" 2>&1; grep "^## " "$OUT/build_profile.txt")
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2"; exit 2
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs"; exit 2
   ;;
 esac

@@ -105,17 +105,25 @@ class FastPath:
     """flexframe's cache at the attention level: write the chunk, build the step's mask, attend
     through the kernel policy (FlashAttention-4 on Hopper where installed)."""
 
-    def __init__(self, spec, attn: Attention, c: int, policy: KernelPolicy, device, dtype):
+    def __init__(
+        self, spec, attn: Attention, c: int, policy: KernelPolicy, device, dtype, graphs=False
+    ):
         self.cache = FrameKVCache.for_mask(
-            spec, attn, 1, chunk_frames=c, device=device, dtype=dtype
+            spec, attn, 1, chunk_frames=c, device=device, dtype=dtype, cuda_graphs=graphs
         )
         self.policy = policy
 
     def step(self, q, k, v, append: bool = True) -> torch.Tensor:
         with self.cache.begin(q.shape[2] // self.cache.num_patches_per_frame, append=append) as s:
             keys, values = s.write(0, k, v)
-            # As a decoder's cache step runs it: compiled for the step's fixed shapes.
-            return self.policy.attend(q, keys, values, s.mask.block_mask(), dynamic=False)
+            block_mask = s.mask.block_mask()
+
+            def run(query: torch.Tensor) -> torch.Tensor:
+                # As a decoder's cache step runs it: compiled for the step's fixed shapes.
+                return self.policy.attend(query, keys, values, block_mask, dynamic=False)
+
+            graphs = self.cache.graphs  # cuda_graphs=True: as the decoder's step replays it
+            return run(q) if graphs is None else graphs.attend(run, q, keys, values, block_mask)
 
 
 class Anchor:
@@ -247,6 +255,8 @@ class Case:
                      ms=self.bench(lambda: fast.step(qt, kt, vt)),
                      wall_ms=self.wall(lambda: fast.step(qt, kt, vt)),
                      cache_bytes=fast.cache.memory_bytes)  # fmt: skip
+        if self.device.type == "cuda":
+            self.graphed(spec, ref, err_fast)
         self.add("context", "anchor-reference", status="ok" if C.relative_error(out_anchor, ref)
                  <= self.tol else "FAILED", rel_err=C.relative_error(out_anchor, ref))  # fmt: skip
         for backend in self.anchors:
@@ -268,6 +278,31 @@ class Case:
             self.add("context", f"{name}-step", status="ok",
                      ms=self.bench(lambda a=anchor: a.step(qt, kt, vt)),
                      wall_ms=self.wall(lambda a=anchor: a.step(qt, kt, vt)))  # fmt: skip
+
+    def graphed(self, spec, ref: torch.Tensor, err_fast: float) -> None:
+        """The same steps with ``cuda_graphs=True``: checked against the same reference, then
+        timed back to back."""
+        c, p, args = self.c, self.p, self.args
+        fast = FastPath(spec, self.attn, c, self.policy, self.device, self.dtype, graphs=True)
+        for step in range(args.context_frames // c + 2):  # as above: the ring full and wrapped
+            out = fast.step(*self.frames.qkv(step * c, c))
+        for step in range(args.context_frames // c + 2, args.context_frames // c + 5):
+            out = fast.step(*self.frames.qkv(step * c, c))  # graphs recorded and replayed
+        graphs = fast.cache.graphs
+        slots = fast.cache.slot_frames.tolist()
+        dense = dense_from_slots(slots, fast.cache.frames - c, c, p, c, self.window, 0)
+        keys, values = fast.cache.keys(0), fast.cache.values(0)
+        err = C.relative_error(out, reference(self.frames.qkv(fast.cache.frames - c, c)[0],
+                                              keys, values, dense))  # fmt: skip
+        if err > self.tol or graphs is None or graphs.disabled_by or not graphs.replays:
+            self.add("context", "fast-step-graphs", status="FAILED", rel_err=err,
+                     message=None if graphs is None else graphs.disabled_by)  # fmt: skip
+            return
+        qt, kt, vt = self.timing
+        self.add("context", "fast-step-graphs", status="ok", rel_err=err,
+                 ms=self.bench(lambda: fast.step(qt, kt, vt)),
+                 wall_ms=self.wall(lambda: fast.step(qt, kt, vt)), graphs=len(graphs),
+                 replays=graphs.replays, reference_rel_err=err_fast)  # fmt: skip
 
     def long(self) -> dict[int, dict[str, Any]]:
         """The long run with a sink chunk: memory by stretch, the step at the marks; returns
@@ -407,6 +442,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             get("context", "fast-step", "wall_ms"),
         )
         rec = {r["frames"]: r for r in mine if r["section"] == "recompute"}
+        graphed = get("context", "fast-step-graphs", "wall_ms")
         line = {
             "heads": heads,
             "chunk_frames": c,
@@ -417,6 +453,10 @@ def summarize(rows: list[dict]) -> list[dict]:
             "fast_step_ms": fast_step,
             "anchor_step_ms": min(anchor_step) if anchor_step else None,
             "step_speedup": (min(anchor_step) / fast_step) if anchor_step and fast_step else None,
+            "fast_step_graphs_ms": graphed,
+            "step_speedup_graphs": (min(anchor_step) / graphed)
+            if anchor_step and graphed
+            else None,
             "memory_drift": get("long", "fast-memory", "drift"),
             "speedup_over_recompute": {n: r["speedup"] for n, r in sorted(rec.items())},
         }
@@ -426,7 +466,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def print_table(summary: list[dict]) -> None:
     headers = ["heads", "chunk", "attn ms (fast / anchor)", "x", "TFLOP/s",
-               "step ms (fast / anchor)", "x", "memory drift", "x over recompute"]  # fmt: skip
+               "step ms (fast / anchor)", "x", "step ms with graphs", "x", "memory drift",
+               "x over recompute"]  # fmt: skip
     body = []
     for s in summary:
         body.append([
@@ -435,6 +476,7 @@ def print_table(summary: list[dict]) -> None:
             C.fmt_num(s["attention_speedup"]), C.fmt_num(s["fast_tflops"]),
             f"{C.fmt_num(s['fast_step_ms'])} / {C.fmt_num(s['anchor_step_ms'])}",
             C.fmt_num(s["step_speedup"]),
+            C.fmt_num(s["fast_step_graphs_ms"]), C.fmt_num(s["step_speedup_graphs"]),
             None if s["memory_drift"] is None else f"{100 * s['memory_drift']:.2f} %",
             ", ".join(f"{n}: {C.fmt_num(x)}" for n, x in s["speedup_over_recompute"].items())
             or None,
@@ -472,6 +514,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-ms", type=float, default=None, help="default 25")
     p.add_argument("--rep-ms", type=float, default=None, help="default 200")
     p.add_argument("--loop-steps", type=int, default=None, help="steps of a wall-clock loop (50)")
+    p.add_argument("--context-only", action="store_true",
+                   help="the context section alone (no long run, no recomputation)")  # fmt: skip
     p.add_argument("--time-budget-s", type=float, default=420.0,
                    help="start no recomputation after this many seconds")  # fmt: skip
     args = p.parse_args(argv)
@@ -510,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             try:
                 case = Case(args, heads, c, policy, rows)
                 case.context()
-                case.recompute(case.long(), started)
+                if not args.context_only:
+                    case.recompute(case.long(), started)
             except Exception as exc:  # noqa: BLE001 (a failed case is a row, the rest runs)
                 rows.append({"heads": heads, "chunk_frames": c, "section": "case",
                              "variant": "all", "status": "OOM" if C.is_oom(exc) else "error",

@@ -810,3 +810,14 @@ def test_bad_cache_settings_are_named():
         FrameKVCache.for_mask(spec, torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="append is for a step with a cache"):
         dec(torch.randn(1, 18, DIM), spec, append=False)
+
+
+def test_cuda_graphs_are_refused_off_a_gpu_and_off_flex_naming_why():
+    spec = get_mask("causal-frame", num_frames=4, num_patches_per_frame=2)
+    with pytest.raises(ValueError, match=r"cuda_graphs=True needs a CUDA device, got device='cpu'"):
+        FrameKVCache.for_mask(spec, decoder("flex"), cuda_graphs=True)
+    with pytest.raises(ValueError, match=r"attention_backend='sdpa'.*leave cuda_graphs off"):
+        FrameKVCache.for_mask(spec, decoder(), cuda_graphs=True)
+    with pytest.raises(TypeError, match="cuda_graphs must be true or false, got 'yes'"):
+        FrameKVCache.for_mask(spec, decoder(), cuda_graphs="yes")
+    assert FrameKVCache.for_mask(spec, decoder()).graphs is None

@@ -104,3 +104,33 @@ def test_blocks_past_128_keep_the_keys_past_the_cache_out_of_the_softmax(block_s
             f += n
     assert f == 12
     assert rel_err(torch.cat(steps, 1), full) < 1e-2
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cuda_graph_steps_equal_the_steps_without_graphs(name):
+    # 36 frames in 1-frame steps (3-frame chunks for chunk-causal), a reading step before
+    # each appending one: the ring wraps several times, the steady state replays its graphs,
+    # and every output is kept to the end (a replay must not overwrite an earlier one).
+    step = 3 if name == "chunk-causal" else 1
+    spec = get_mask(name, num_frames=36, num_patches_per_frame=100, **CASES[name])
+    decoder = bf16_decoder(128)
+    x = torch.randn(1, spec.q_len, 512, device="cuda", dtype=torch.bfloat16)
+    noisy = torch.randn_like(x)
+    runs = {}
+    for graphs in (False, True):
+        cache = FrameKVCache.for_mask(spec, decoder, chunk_frames=step, cuda_graphs=graphs)
+        reading, appending = [], []
+        with torch.no_grad():
+            for f in range(0, 36, step):
+                chunk = slice(f * 100, (f + step) * 100)
+                reading.append(decoder(noisy[:, chunk], cache=cache, append=False))
+                appending.append(decoder(x[:, chunk], cache=cache))
+        runs[graphs] = (torch.cat(reading, 1), torch.cat(appending, 1))
+        if graphs:
+            assert cache.graphs is not None and cache.graphs.disabled_by is None
+            assert cache.graphs.recorded >= 2 and cache.graphs.replays >= 20
+    for with_graphs, without in zip(runs[True], runs[False], strict=True):
+        assert rel_err(with_graphs, without) < 1e-3
+    with torch.no_grad():
+        full = decoder(x, spec)
+    assert rel_err(runs[True][1], full) < 1e-2

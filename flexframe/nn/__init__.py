@@ -3,7 +3,7 @@
 ``config`` (the settings), ``kernels`` (which attention and which flex_attention kernel run),
 ``positions`` (frame rotary embeddings), ``attention``, ``decoder``, and the frame KV cache for
 generating chunk by chunk under the training mask: ``streaming`` (the design, which masks
-stream), ``cache`` (``FrameKVCache``) and ``cache_step``.
+stream), ``cache`` (``FrameKVCache``), ``cache_step`` and ``graphs`` (its CUDA graphs).
 """
 
 from flexframe.nn.attention import Attention, resolve_mask
@@ -11,6 +11,7 @@ from flexframe.nn.cache import FrameKVCache
 from flexframe.nn.cache_step import CacheStep, LayerStep, StepMask
 from flexframe.nn.config import DecoderConfig
 from flexframe.nn.decoder import DecoderLayer, FlexFrameDecoder
+from flexframe.nn.graphs import StepGraphs
 from flexframe.nn.kernels import (
     KERNELS,
     Hardware,
@@ -38,6 +39,7 @@ __all__ = [
     "Hardware",
     "KernelPolicy",
     "LayerStep",
+    "StepGraphs",
     "StepMask",
     "StreamingRule",
     "compiled_flex_attention",

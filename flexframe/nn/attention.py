@@ -25,6 +25,7 @@ from flexframe.nn.positions import FramePositions, FrameRotaryEmbedding
 
 if TYPE_CHECKING:
     from flexframe.nn.cache import FrameKVCache
+    from flexframe.nn.graphs import StepGraphs
 
 MaskLike = MaskSpec | BlockMask | str | Mapping[str, Any]
 
@@ -207,12 +208,15 @@ class Attention(nn.Module):
         q_positions: FramePositions | None = None,
         *,
         dynamic: bool | None = None,
+        graphs: StepGraphs | None = None,
     ) -> torch.Tensor:
         """Queries of ``x`` ``[B, N, dim]`` (rotated by ``q_positions``) against keys and values
         ``[B, H_kv, M, head_dim]`` under the ``[N, M]`` ``mask``; returns ``[B, N, dim]``.
 
         ``dynamic`` is for flex: ``False`` compiles for these shapes (a caller whose shapes never
-        change, as a KV cache step); ``None`` leaves it to torch (see ``nn.kernels``)."""
+        change, as a KV cache step); ``None`` leaves it to torch (see ``nn.kernels``).
+        ``graphs``: a KV cache's recorded flex calls (``nn.graphs``), used where ``k`` and ``v``
+        are already contiguous (the cache's own buffers)."""
         q_len, kv_len = mask_lengths(mask)
         if (x.shape[1], k.shape[2]) != (q_len, kv_len):
             raise ValueError(
@@ -238,10 +242,19 @@ class Attention(nn.Module):
             block_mask = mask if isinstance(mask, BlockMask) else mask.block_mask(x.device)
             # One memory layout whether or not rotary ran, so that the compiled kernel's stride
             # guards hold.
-            out = self.kernels.attend(
-                q.contiguous(), k.contiguous(), v.contiguous(), block_mask,
-                enable_gqa=gqa, kernel_options=self.config.kernel_options, dynamic=dynamic,
-            )  # fmt: skip
+            qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
+            options = self.config.kernel_options
+
+            def run(query: torch.Tensor) -> torch.Tensor:
+                return self.kernels.attend(query, kc, vc, block_mask, enable_gqa=gqa,
+                                           kernel_options=options, dynamic=dynamic)  # fmt: skip
+
+            in_place = kc.data_ptr() == k.data_ptr() and vc.data_ptr() == v.data_ptr()
+            if graphs is not None and in_place:
+                chosen = None if options is None else repr(sorted(options.items()))
+                out = graphs.attend(run, qc, kc, vc, block_mask, (id(self), gqa, chosen, dynamic))
+            else:
+                out = run(qc)
         else:
             dense = dense_mask(mask, x.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=gqa)

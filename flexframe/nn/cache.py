@@ -43,6 +43,7 @@ from flexframe.nn._cache_util import (
 )
 from flexframe.nn.attention import Attention, MaskLike, check_tokens, resolve_mask
 from flexframe.nn.cache_step import CacheStep, StepMask
+from flexframe.nn.graphs import StepGraphs
 from flexframe.nn.kernels import resolve_backend
 from flexframe.nn.positions import FramePositions
 from flexframe.nn.streaming import StreamingRule, step_block_grids, step_mask_mod, streaming_rule
@@ -110,6 +111,7 @@ class FrameKVCache:
         device: torch.device,
         dtype: torch.dtype,
         block_size: tuple[int, int],
+        cuda_graphs: bool = False,
     ) -> None:
         self.spec, self.rule = spec, rule
         self._module = weakref.ref(module)
@@ -164,6 +166,16 @@ class FrameKVCache:
         """Frames appended so far: the next step starts at this frame."""
         self._open: CacheStep | None = None
         self._closed_at: int | None = None  # a partial chunk was appended at this frame
+        self.graphs: StepGraphs | None = None
+        """The recorded attention calls (``cuda_graphs=True``), else ``None``."""
+        if cuda_graphs:
+            if backend != "flex":
+                raise ValueError(
+                    f"cuda_graphs=True records flex_attention calls, but this cache's module "
+                    f"runs attention_backend={backend!r}; use attention_backend='flex' (or 'auto' "
+                    "on a GPU), or leave cuda_graphs off"
+                )
+            self.graphs = StepGraphs(device, max_graphs=4 * num_layers + 8)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -178,6 +190,7 @@ class FrameKVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         block_size: int | tuple[int, int] = DEFAULT_BLOCK_SIZE,
+        cuda_graphs: bool = False,
         mask_params: Mapping[str, Any] | None = None,
     ) -> FrameKVCache:
         """The cache for streaming ``module`` (a decoder or one attention) under ``spec``.
@@ -205,6 +218,9 @@ class FrameKVCache:
                 would let one see the other, which the training mask forbids.
             device, dtype: of the buffers (default: the module's parameters').
             block_size: the step BlockMask's block size (FlexAttention's 128 by default).
+            cuda_graphs: replay each step's flex_attention call from a recorded CUDA graph
+                (``flexframe.nn.graphs``): the same kernels without their host cost (a CUDA
+                device and the flex backend; no autograd).
             mask_params: the mask's parameters when ``spec`` is a name.
 
         Example:
@@ -270,6 +286,7 @@ class FrameKVCache:
             device=target,
             dtype=dtype,
             block_size=normalize_block_size(block_size),
+            cuda_graphs=check_bool("cuda_graphs", cuda_graphs),
         )
 
     # -- state --------------------------------------------------------------------------------

@@ -225,4 +225,6 @@ class LayerStep:
         # cache's mask_mod shares one code object, so one compiled function serves them all:
         # compiled for fixed shapes, another cache's lengths and closure numbers are never made
         # dynamic (torch's CPU flex kernel fails to compile those).
-        return attention.attend(x, keys, values, step.mask, step.positions, dynamic=False)
+        return attention.attend(
+            x, keys, values, step.mask, step.positions, dynamic=False, graphs=step.cache.graphs
+        )
