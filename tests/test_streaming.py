@@ -821,3 +821,64 @@ def test_cuda_graphs_are_refused_off_a_gpu_and_off_flex_naming_why():
     with pytest.raises(TypeError, match="cuda_graphs must be true or false, got 'yes'"):
         FrameKVCache.for_mask(spec, decoder(), cuda_graphs="yes")
     assert FrameKVCache.for_mask(spec, decoder()).graphs is None
+
+
+class _Recorder:
+    """A stand-in for a CUDA graph recording: counts recordings, replays by running again."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple] = []
+
+    def __call__(self, run, q, keep):
+        self.recorded.append(keep)
+        return run
+
+
+def _graph_steps(spec, steps: int, max_graphs: int = 64, layers: int = 2):
+    """``steps`` appending steps through StepGraphs with real step BlockMasks, ``layers``
+    calls a step as a decoder makes them; returns the StepGraphs and the stand-in recorder."""
+    from flexframe.nn import StepGraphs
+
+    recorder = _Recorder()
+    graphs = StepGraphs("cpu", max_graphs=max_graphs, record=recorder)
+    cache = FrameKVCache.for_mask(spec, decoder(depth=layers))
+    q = torch.zeros(1, HEADS, spec.num_patches_per_frame, DIM // HEADS)
+    with torch.no_grad():
+        for _ in range(steps):
+            with cache.begin(1) as step:
+                block_mask = step.mask.block_mask()
+                for layer in range(layers):
+                    k, v = cache.keys(layer), cache.values(layer)
+                    out = graphs.attend(lambda query: query + 1, q, k, v, block_mask)
+                    assert torch.equal(out, q + 1)  # what the call computes, replayed or not
+    return graphs, recorder
+
+
+def test_cuda_graphs_record_a_repeated_step_once_a_layer_and_never_a_step_seen_once():
+    # A ring of 3 slots repeats its step mask from step 2 on (steps 0-1 fill it): seen again at
+    # step 3, recorded there once a layer, replayed at steps 4-29.
+    ring = get_mask("sliding-window", num_frames=40, num_patches_per_frame=4, window_size=2)
+    graphs, recorder = _graph_steps(ring, 30)
+    assert graphs.recorded == len(recorder.recorded) == 2
+    assert graphs.replays == 2 * 26
+    # A linear cache's step mask grows with every frame: each is seen once, nothing is
+    # recorded (a freed mask's id() handed to the next must not pass for a second sight).
+    linear = get_mask("causal-frame", num_frames=40, num_patches_per_frame=4)
+    graphs, recorder = _graph_steps(linear, 40)
+    assert graphs.recorded == 0 and graphs.replays == 0 and not recorder.recorded
+
+
+def test_cuda_graphs_stop_recording_when_full_and_keep_inference_mode_apart():
+    ring = get_mask("sliding-window", num_frames=40, num_patches_per_frame=4, window_size=2)
+    graphs, recorder = _graph_steps(ring, 30, max_graphs=1)
+    assert graphs.recorded == 1 and len(graphs) == 1  # the second layer runs as usual
+    assert graphs.replays == 26
+    from flexframe.nn import StepGraphs
+
+    graphs = StepGraphs("cpu", record=_Recorder())
+    q, k = torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 8, 8)
+    block_mask = ring.block_mask()
+    for mode in (torch.no_grad, torch.inference_mode, torch.no_grad, torch.inference_mode):
+        with mode():
+            graphs.attend(lambda query: query, q, k, k, block_mask)
+    assert graphs.recorded == 2  # one for each mode, each on its second sight

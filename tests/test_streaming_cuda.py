@@ -106,8 +106,11 @@ def test_blocks_past_128_keep_the_keys_past_the_cache_out_of_the_softmax(block_s
     assert rel_err(torch.cat(steps, 1), full) < 1e-2
 
 
+@pytest.mark.parametrize(
+    "mode", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference"]
+)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_cuda_graph_steps_equal_the_steps_without_graphs(name):
+def test_cuda_graph_steps_equal_the_steps_without_graphs(name, mode):
     # 36 frames in 1-frame steps (3-frame chunks for chunk-causal), a reading step before
     # each appending one: the ring wraps several times, the steady state replays its graphs,
     # and every output is kept to the end (a replay must not overwrite an earlier one).
@@ -120,7 +123,7 @@ def test_cuda_graph_steps_equal_the_steps_without_graphs(name):
     for graphs in (False, True):
         cache = FrameKVCache.for_mask(spec, decoder, chunk_frames=step, cuda_graphs=graphs)
         reading, appending = [], []
-        with torch.no_grad():
+        with mode():
             for f in range(0, 36, step):
                 chunk = slice(f * 100, (f + step) * 100)
                 reading.append(decoder(noisy[:, chunk], cache=cache, append=False))

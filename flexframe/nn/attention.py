@@ -252,7 +252,8 @@ class Attention(nn.Module):
             in_place = kc.data_ptr() == k.data_ptr() and vc.data_ptr() == v.data_ptr()
             if graphs is not None and in_place:
                 chosen = None if options is None else repr(sorted(options.items()))
-                out = graphs.attend(run, qc, kc, vc, block_mask, (id(self), gqa, chosen, dynamic))
+                settings = (id(self), id(self.kernels), gqa, chosen, dynamic)
+                out = graphs.attend(run, qc, kc, vc, block_mask, settings)
             else:
                 out = run(qc)
         else:

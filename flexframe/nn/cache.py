@@ -220,7 +220,8 @@ class FrameKVCache:
             block_size: the step BlockMask's block size (FlexAttention's 128 by default).
             cuda_graphs: replay each step's flex_attention call from a recorded CUDA graph
                 (``flexframe.nn.graphs``): the same kernels without their host cost (a CUDA
-                device and the flex backend; no autograd).
+                device and the flex backend; calls that need autograd run as usual). Up to
+                ``4 * layers + 8`` graphs are kept, each with its own memory pool.
             mask_params: the mask's parameters when ``spec`` is a name.
 
         Example:
