@@ -49,24 +49,26 @@ class _Row:
 
 def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
     n = ids.size
-    bad = np.flatnonzero(ids < PAD)
-    if bad.size:
-        at = int(bad[0])
+    if n and int(ids.min()) < PAD:
+        at = int(np.flatnonzero(ids < PAD)[0])
         raise ValueError(
             f"frame_ids row {row} holds {int(ids[at])} at position {at}; use frame numbers >= 0, "
             f"TEXT={TEXT} or PAD={PAD}"
         )
+    # Runs of equal ids: a frame is one run of its number (a video token's run ends where the
+    # id changes, to text, padding or another frame); the rest of the reading works on runs.
+    run_start = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+    run_end = np.append(run_start[1:], n) - 1
+    run_id = ids[run_start]
+    is_frame = run_id >= 0
+    starts, ends, frame = run_start[is_frame], run_end[is_frame], run_id[is_frame]
     real = ids != PAD
-    positions = np.flatnonzero(real)
-    first, last = (int(positions[0]), int(positions[-1])) if positions.size else (n, -1)
-    video = ids >= 0
-    before = np.concatenate([[False], video[:-1]])
-    after = np.concatenate([video[1:], [False]])
-    prev_id = np.concatenate([[PAD - 1], ids[:-1]])
-    next_id = np.concatenate([ids[1:], [PAD - 1]])
-    starts = np.flatnonzero(video & (~before | (ids != prev_id)))
-    ends = np.flatnonzero(video & (~after | (ids != next_id)))
-    frame = ids[starts]
+    padded_runs = run_id == PAD
+    if padded_runs.all():
+        first, last = n, -1
+    else:
+        first = int(run_start[np.argmin(padded_runs)])
+        last = int(run_end[padded_runs.size - 1 - np.argmin(padded_runs[::-1])])
     new_video = frame == 0
     if frame.size and not new_video[0]:
         raise ValueError(
@@ -84,10 +86,9 @@ def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
         )
     video_index = np.cumsum(new_video) - 1
     first_runs = np.flatnonzero(new_video)
-    run_of = np.full(n, -1, dtype=np.int64)
-    marks = np.zeros(n, dtype=np.int64)
-    marks[starts] = 1
-    run_of[video] = (np.cumsum(marks) - 1)[video]
+    # Each token's frame run (its index among the frames), -1 outside frames: one value a run.
+    frame_of_run = np.where(is_frame, np.cumsum(is_frame) - 1, -1)
+    run_of = np.repeat(frame_of_run, run_end - run_start + 1)
     video_first_run = first_runs[video_index] if frame.size else frame
     return _Row(n, first, last, ~real, starts, ends, frame, video_first_run, run_of)
 
