@@ -11,6 +11,7 @@
 #   bash benchmarks/h200_session.sh final   # carry .whl: the tests left, build, prompt, packed rows
 #   bash benchmarks/h200_session.sh final2  # carry .whl: what final's time cut, a build profile
 #   bash benchmarks/h200_session.sh graphs  # carry .whl: streaming with CUDA graphs, their tests
+#   bash benchmarks/h200_session.sh next    # carry .whl: everything the 2026-12-01 sessions left
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -183,7 +184,24 @@ graphs)
   (cd benchmarks && timeout 20 python3 build_profile.py --cases sliding-window-sinks causal-frame \
     --reps 100 > "$OUT/build_profile.txt" 2>&1; grep "^## " "$OUT/build_profile.txt")
   ;;
+next)  # what the 2026-12-01 sessions left unmeasured, in one call (about 7 minutes)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
+  timeout 150 "${PYTEST[@]}" tests/test_streaming_cuda.py -k cuda_graph 2>&1 | tee "$OUT/graphs-tests.log" |
+    grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -8
+  (cd benchmarks && timeout 110 python3 streaming.py --heads 12 16 --chunks 1 --context-only \
+    --out "$OUT/streaming-graphs-h200.json" > "$OUT/streaming-graphs.log" 2>&1; tail -5 "$OUT/streaming-graphs.log")
+  (cd benchmarks && timeout 60 python3 mask_build.py --seq-lens 131072 --patches 1560 --builders closed-form \
+    compiled --masks causal-frame chunk-causal-window sliding-window-sinks teacher-forcing \
+    --out "$OUT/mask_build-unions-h200.json" > "$OUT/bench.log" 2>&1
+   timeout 80 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-h200.json" >> "$OUT/bench.log" 2>&1
+   grep -E "closed-form \||flexframe|transformers" "$OUT/bench.log" | tail -14)
+  timeout 150 "${PYTEST[@]}" tests/test_cuda.py tests/test_streaming_cuda.py \
+    -k "tuned_default or reconstruction_loss or documented_order or triton or blocks_past" 2>&1 | tee "$OUT/rest-tests.log" |
+    grep -E "FAILED|ERROR|passed|failed" | tail -10
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs"; exit 2
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next"; exit 2
   ;;
 esac
