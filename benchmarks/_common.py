@@ -229,6 +229,33 @@ def synchronize(device: torch.device) -> None:
 
 
 # -- timing ------------------------------------------------------------------------------------
+def synchronizing_calls(fn: Callable[[], Any], times: int = 1) -> list[str]:
+    """The calls that synchronize the host with the GPU while ``fn()`` runs ``times`` times, as
+    ``torch.cuda.set_sync_debug_mode("warn")`` reports them (``file:line: message``); none
+    without CUDA. torch's own note that the mode is a prototype is left out.
+
+    Example:
+        >>> synchronizing_calls(lambda: None)
+        []
+    """
+    if not torch.cuda.is_available():
+        fn()
+        return []
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(times):
+                fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    said = [(w, str(w.message)) for w in caught]
+    return [f"{w.filename}:{w.lineno}: {m.splitlines()[0]}" for w, m in said
+            if "synchron" in m and "prototype" not in m]  # fmt: skip
+
+
 def bench(
     fn: Callable[[], Any],
     warmup_ms: float,

@@ -20,10 +20,10 @@ import io
 import pstats
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
+import _common as C
 import torch
 from prompt_masks import prompt_ids
 
@@ -86,13 +86,7 @@ def main() -> None:
                 fn()
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            fn()
-            torch.cuda.set_sync_debug_mode("default")
-        syncs = [f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}" for w in caught
-                 if "synchron" in str(w.message) and "prototype" not in str(w.message)]  # fmt: skip
+        syncs = C.synchronizing_calls(fn)
         print(f"synchronizing calls in one build: {len(syncs)}", *syncs[:5], sep="\n  ")
 
 

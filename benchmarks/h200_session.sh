@@ -41,6 +41,17 @@ use_fa4() {
   export PYTHONPATH="$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages:$PWD"
 }
 
+PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
+
+stream_runs() {  # the streaming benchmark and the step profile; $1: the benchmark's time budget
+  (cd benchmarks &&
+    timeout $(( ${1:-300} + 40 )) python3 streaming.py --time-budget-s "${1:-300}" \
+      --out "$OUT/streaming-h200.json" > "$OUT/streaming.log" 2>&1
+    timeout 90 python3 stream_profile.py > "$OUT/stream_profile.txt" 2>&1
+    grep -v Deprecat "$OUT/stream_profile.txt" | grep -E "^host|^do_bench|^synchron|^  "
+    tail -12 "$OUT/streaming.log")
+}
+
 wait_ablation() {  # $1: seconds at most
   local waited=0
   while [ ! -f "$ABL/done" ] && [ "$waited" -lt "$1" ]; do sleep 5; waited=$((waited + 5)); done
@@ -66,8 +77,7 @@ tests)
   env_line | tee "$OUT/env.txt"
   # -v names each test as it ends and no captured logs swamp the tracebacks: on 2026-12-01 the
   # suite (sharing the GPU with the ablation) outran a 330 s limit before pytest's summary.
-  timeout 480 python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider \
-    -W ignore::DeprecationWarning tests/test_cuda.py tests/test_streaming_cuda.py \
+  timeout 480 "${PYTEST[@]}" tests/test_cuda.py tests/test_streaming_cuda.py \
     "tests/test_sampling.py::test_sampling_on_cuda_keeps_device_and_values" \
     tests/test_transformers.py -k "cuda or gpu" 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed" | tail -70
   timeout 90 python3 benchmarks/stream_profile.py > "$OUT/stream_profile.txt" 2>&1
@@ -102,18 +112,13 @@ bench)
 stream)
   use_fa4 || { echo "FA4 install failed"; exit 1; }
   env_line | tee "$OUT/env.txt"
-  cd benchmarks || exit 1
-  timeout 300 python3 streaming.py --out "$OUT/streaming-h200.json" > "$OUT/streaming.log" 2>&1
-  timeout 90 python3 stream_profile.py > "$OUT/stream_profile.txt" 2>&1
-  grep -v Deprecat "$OUT/stream_profile.txt" | grep -E "^host|^do_bench"
-  tail -12 "$OUT/streaming.log"
+  stream_runs 260
   ;;
 retest)
   use_fa4 || { echo "FA4 install failed"; exit 1; }
   env_line | tee "$OUT/env.txt"
   FIRST=("tests/test_cuda.py::test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivial"
          tests/test_streaming_cuda.py)
-  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
   timeout 200 "${PYTEST[@]}" "${FIRST[@]}" 2>&1 | tee "$OUT/retest.log" |
     grep -E "PASSED|FAILED|ERROR|passed|failed|Error" | tail -25
   timeout 320 "${PYTEST[@]}" tests/test_cuda.py tests/test_sampling.py::test_sampling_on_cuda_keeps_device_and_values \
@@ -123,18 +128,13 @@ retest)
 profile)
   use_fa4 || { echo "FA4 install failed"; exit 1; }
   env_line | tee "$OUT/env.txt"
-  cd benchmarks || exit 1
-  timeout 60 python3 build_profile.py > "$OUT/build_profile.txt" 2>&1
+  (cd benchmarks && timeout 60 python3 build_profile.py > "$OUT/build_profile.txt" 2>&1)
   grep -E "^## |synchronizing" "$OUT/build_profile.txt"
-  timeout 240 python3 streaming.py --time-budget-s 200 --out "$OUT/streaming-h200.json" > "$OUT/streaming.log" 2>&1
-  timeout 90 python3 stream_profile.py > "$OUT/stream_profile.txt" 2>&1
-  grep -v Deprecat "$OUT/stream_profile.txt" | grep -E "^host|^do_bench|^synchron|^  "
-  tail -12 "$OUT/streaming.log"
+  stream_runs 200
   ;;
 final)
   use_fa4 || { echo "FA4 install failed"; exit 1; }
   env_line | tee "$OUT/env.txt"
-  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
   timeout 200 "${PYTEST[@]}" tests/test_cuda.py::test_closed_form_builder_on_the_gpu_gives_torchs_tensors \
     "tests/test_cuda.py::test_the_tuned_default_gives_the_triton_result[timestamp-causal-128]" \
     tests/test_cuda.py::test_the_tuned_default_serves_changing_lengths \
@@ -157,7 +157,6 @@ final)
 final2)
   use_fa4 || { echo "FA4 install failed"; exit 1; }
   env_line | tee "$OUT/env.txt"
-  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
   T=tests/test_cuda.py::test_flex_equals_sdpa_in_bf16_forward_and_backward
   S=tests/test_streaming_cuda.py::test_streaming_equals_the_full_forward_in_bf16
   timeout 200 "${PYTEST[@]}" "$T[sliding-window-128]" "$T[sliding-window-sinks-128]" "$T[teacher-forcing-128]" \
@@ -178,8 +177,7 @@ graphs)
   (cd benchmarks && timeout 110 python3 streaming.py --heads 12 --context-only \
     --out "$OUT/streaming-graphs-h200.json" > "$OUT/streaming-graphs.log" 2>&1)
   tail -5 "$OUT/streaming-graphs.log"
-  timeout 75 python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning \
-    tests/test_streaming_cuda.py -k cuda_graph 2>&1 | tee "$OUT/graphs-tests.log" |
+  timeout 75 "${PYTEST[@]}" tests/test_streaming_cuda.py -k cuda_graph 2>&1 | tee "$OUT/graphs-tests.log" |
     grep -E "PASSED|FAILED|ERROR|passed|failed|Error" | tail -12
   (cd benchmarks && timeout 20 python3 build_profile.py --cases sliding-window-sinks causal-frame \
     --reps 100 > "$OUT/build_profile.txt" 2>&1; grep "^## " "$OUT/build_profile.txt")
@@ -187,7 +185,6 @@ graphs)
 next)  # what the 2026-12-01 sessions left unmeasured, in one call (about 7 minutes)
   use_fa4 || { echo "FA4 install failed"; exit 1; }
   env_line | tee "$OUT/env.txt"
-  PYTEST=(python3 -m pytest -v --tb=short -p no:logging -p no:cacheprovider -W ignore::DeprecationWarning)
   timeout 150 "${PYTEST[@]}" tests/test_streaming_cuda.py -k cuda_graph 2>&1 | tee "$OUT/graphs-tests.log" |
     grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -8
   (cd benchmarks && timeout 110 python3 streaming.py --heads 12 16 --chunks 1 --context-only \

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -92,15 +91,7 @@ def main() -> None:
             print(f"host {name:<26} {us:8.1f} us a call")
         print(f"do_bench attend {gpu_attend * 1e3:8.1f} us, step {gpu_step * 1e3:8.1f} us")
         for name, fn in (("step", step), ("appending step", step_appending)):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                torch.cuda.set_sync_debug_mode("warn")
-                for _ in range(3):
-                    fn()
-                torch.cuda.set_sync_debug_mode("default")
-            said = [(w, str(w.message)) for w in caught]
-            syncs = [f"{w.filename}:{w.lineno}: {m.splitlines()[0]}" for w, m in said
-                     if "synchron" in m and "prototype" not in m]  # fmt: skip
+            syncs = C.synchronizing_calls(fn, times=3)
             print(f"synchronizing calls in 3 of a {name}: {len(syncs)}", *syncs[:6], sep="\n  ")
         from torch.profiler import ProfilerActivity, profile
 
