@@ -12,6 +12,8 @@
 #   bash benchmarks/h200_session.sh final2  # carry .whl: what final's time cut, a build profile
 #   bash benchmarks/h200_session.sh graphs  # carry .whl: streaming with CUDA graphs, their tests
 #   bash benchmarks/h200_session.sh next    # carry .whl: everything the 2026-12-01 sessions left
+#   bash benchmarks/h200_session.sh kernel  # carry .whl: the block kernel's tests, builds, prompts
+#   bash benchmarks/h200_session.sh after   # the streaming steps with graphs, the tests left
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -198,7 +200,34 @@ next)  # what the 2026-12-01 sessions left unmeasured, in one call (about 7 minu
     -k "tuned_default or reconstruction_loss or documented_order or triton or blocks_past" 2>&1 | tee "$OUT/rest-tests.log" |
     grep -E "FAILED|ERROR|passed|failed" | tail -10
   ;;
+kernel)  # the one-launch block kernel: its GPU tests, the builds and prompt masks (~7 minutes)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  timeout 200 "${PYTEST[@]}" tests/test_cuda.py -k "block_kernel or closed_form_builder" 2>&1 |
+    tee "$OUT/kernel-tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -8
+  (cd benchmarks &&
+   for p in 1560 256; do
+     timeout 100 python3 mask_build.py --seq-lens 131072 --patches $p --builders closed-form \
+       closed-form-torch compiled --masks causal-frame chunk-causal chunk-causal-window \
+       sliding-window-sinks teacher-forcing packed-causal-frame \
+       --out "$OUT/mask_build-kernel-$p-h200.json" > "$OUT/build-$p.log" 2>&1
+     grep -E "closed-form" "$OUT/build-$p.log" | tail -12
+   done
+   timeout 100 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-h200.json" \
+     > "$OUT/prompt.log" 2>&1
+   grep -E "flexframe|transformers|attention|sdpa" "$OUT/prompt.log" | tail -12)
+  ;;
+after)  # after kernel, on the same machine: streaming with graphs, then the tests left (~8 min)
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  (cd benchmarks && timeout 230 python3 streaming.py --heads 12 16 --chunks 1 3 --context-only \
+    --out "$OUT/streaming-graphs-h200.json" > "$OUT/streaming-graphs.log" 2>&1
+   grep -E "^\|" "$OUT/streaming-graphs.log" | tail -6)
+  timeout 300 "${PYTEST[@]}" tests/test_cuda.py tests/test_streaming_cuda.py \
+    -k "tuned_default or triton or blocks_past or compiled_kernel" 2>&1 | tee "$OUT/rest-tests.log" |
+    grep -E "FAILED|ERROR|passed|failed" | tail -10
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next"; exit 2
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after"
+  exit 2
   ;;
 esac

@@ -4,8 +4,10 @@ Builders, each timed on its own (median wall-clock ms, the device synchronized a
 warm-up excluded):
 
 - ``closed-form``: ``flexframe.masks.closed_form.build_block_mask``, the uncached builder behind
-  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work): block bounds on the host, the
-  partial/full grids formed on the device and ordered with prefix sums;
+  ``MaskSpec.block_mask`` (O(frames + blocks), no N x N work): block tables on the host, then on
+  CUDA one Triton launch writes every BlockMask tensor (``flexframe.masks.block_kernel``);
+- ``closed-form-torch``: the same block bounds with the grids formed by torch operations on the
+  device and ordered with prefix sums (the route before the kernel, and the CPU's route);
 - ``closed-form-cached``: ``spec.block_mask(device)`` once it is cached (what a training step
   pays after its first call);
 - ``eager``: ``torch.nn.attention.flex_attention.create_block_mask`` (materializes N x N);
@@ -36,10 +38,10 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
 from flexframe import clear_block_mask_cache
-from flexframe.masks.closed_form import build_block_mask
+from flexframe.masks.closed_form import block_mask_from_grids, build_block_mask
 from flexframe.sampling import MERGE_STRATEGIES
 
-BUILDERS = ("closed-form", "closed-form-cached", "eager", "compiled")
+BUILDERS = ("closed-form", "closed-form-torch", "closed-form-cached", "eager", "compiled")
 REFERENCE_ORDER = ("eager", "compiled")  # torch's own builders, the definition to match
 
 
@@ -102,6 +104,9 @@ def make_builders(
     bs = (block_size, block_size)
     return {
         "closed-form": lambda: build_block_mask(spec.relation, mod, bs, device),
+        "closed-form-torch": lambda: block_mask_from_grids(
+            *spec.relation.block_grids(*bs, device=device), (n_q, n_kv), bs, mod
+        ),
         "closed-form-cached": lambda: spec.block_mask(device, block_size, builder="closed-form"),
         "eager": lambda: create_block_mask(mod, 1, 1, n_q, n_kv, device=device, BLOCK_SIZE=bs),
         "compiled": lambda: compiled(mod, 1, 1, n_q, n_kv, device=device, BLOCK_SIZE=bs),

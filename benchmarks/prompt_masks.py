@@ -7,7 +7,10 @@ default: Qwen2-VL's 7B layout of a 448x780 video), with one row per batch entry.
   warm-up excluded; every call builds from the frame ids, nothing cached):
 
   - ``flexframe closed form (flex)``: ``get_mask("prompt-causal-frame", frame_ids=ids)
-    .block_mask(device)``, what ``enable_frame_masks`` builds at each forward for flex;
+    .block_mask(device)``, what ``enable_frame_masks`` builds at each forward for flex (on CUDA
+    its tensors come from one Triton launch, ``flexframe.masks.block_kernel``);
+  - ``flexframe closed form, torch route (flex)``: the same grids formed by torch operations
+    (the route before that kernel, and the CPU's);
   - ``flexframe dense (sdpa)``: the same spec's ``[B, L, L]`` bool mask, what it builds for sdpa;
   - ``transformers create_causal_mask (flex|sdpa)``: ``create_causal_mask(...,
     block_sequence_ids=...)``, transformers' own causal-frame prompt mask (flex: its compiled
@@ -40,6 +43,7 @@ import _common as C
 import torch
 
 from flexframe import get_mask
+from flexframe.masks.closed_form import block_mask_from_grids
 from flexframe.masks.prompt import TEXT
 from flexframe.nn.kernels import KERNELS, default_kernel_options
 
@@ -114,9 +118,18 @@ def build_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         extra = {"timestamps": timestamps} if name == "prompt-timestamp-causal" else {}
         return lambda: get_mask(name, frame_ids=ids, **params, **extra).block_mask(device)
 
+    def closed_torch():  # the route before the block kernel (and the CPU's): torch operations
+        spec = get_mask(MASKS[0][0], frame_ids=ids)
+        bs = (128, 128)
+        return block_mask_from_grids(
+            *spec.block_grids(bs, device), (spec.q_len, spec.kv_len), bs, spec.mask_mod_for(device)
+        )
+
     hf_flex = hf_mask(ids, "flex_attention", device)  # compiles create_block_mask once
     hf_sdpa = hf_mask(ids, "sdpa", device)
     row("flexframe closed form (flex)", closed(*MASKS[0]), lambda bm: _same_blocks(bm, hf_flex))
+    row("flexframe closed form, torch route (flex)", closed_torch,
+        lambda bm: _same_blocks(bm, hf_flex))  # fmt: skip
     row(
         "flexframe dense (sdpa)",
         lambda: get_mask("prompt-causal-frame", frame_ids=ids).to_dense(device),

@@ -148,6 +148,136 @@ def test_closed_form_builder_on_the_gpu_gives_torchs_tensors(name, block_size):
         assert tensor.is_cuda and torch.equal(tensor, getattr(want, attr)), attr
 
 
+BLOCK_TENSORS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                 "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")  # fmt: skip
+
+
+def assert_block_kernel_gives_torchs_tensors(make, bs, monkeypatch):
+    """``make()``'s BlockMask through the one-launch kernel (flexframe.masks.block_kernel)
+    against torch's ``create_block_mask`` and the torch route (``FLEXFRAME_BLOCK_KERNEL=0``),
+    tensor for tensor."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from flexframe.masks.block_kernel import block_kernel_available
+    from flexframe.masks.closed_form import build_block_mask
+
+    assert block_kernel_available("cuda"), "Triton comes with torch's CUDA builds"
+    spec = make()
+    mod = spec.mask_mod_for("cuda")
+    b = getattr(spec, "batch_size", 1)
+    want = create_block_mask(mod, b, 1, spec.q_len, spec.kv_len, device="cuda", BLOCK_SIZE=bs)
+    if spec.relation is None:  # a prompt mask: its own builder
+        got = spec.block_mask("cuda", block_size=bs)
+        monkeypatch.setenv("FLEXFRAME_BLOCK_KERNEL", "0")
+        torch_route = make().block_mask("cuda", block_size=bs)
+    else:
+        got = build_block_mask(spec.relation, mod, bs, torch.device("cuda"))
+        monkeypatch.setenv("FLEXFRAME_BLOCK_KERNEL", "0")
+        torch_route = build_block_mask(spec.relation, mod, bs, torch.device("cuda"))
+    monkeypatch.delenv("FLEXFRAME_BLOCK_KERNEL")
+    for attr in BLOCK_TENSORS:
+        tensor = getattr(got, attr)
+        assert tensor.is_cuda and torch.equal(tensor, getattr(want, attr)), (spec, bs, attr)
+        assert torch.equal(tensor, getattr(torch_route, attr)), (spec, bs, attr)
+
+
+def _random_configs(count: int, seed: int = 0) -> list[tuple[str, dict, tuple[int, int]]]:
+    """``count`` registered masks with random parameters and block sizes (seeded), drawn as
+    the brute-force tests' strategies draw them; the masks without a closed form left out."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[tuple[str, dict, tuple[int, int]]] = []
+    while len(out) < count:
+        f, p, w = rng.randint(1, 9), rng.randint(1, 11), rng.randint(0, 4)
+        bs = rng.choice([(1, 1), (3, 5), (16, 16), (64, 128), (128, 64), (128, 128)])
+        c = rng.randint(1, f)
+        chunks = -(-f // c)
+        kind = rng.randrange(6)
+        if kind == 0:
+            name, params = "causal-frame", {"num_frames": f, "num_patches_per_frame": p}
+        elif kind == 1:
+            name, params = (
+                "sliding-window",
+                {
+                    "num_frames": f,
+                    "num_patches_per_frame": p,
+                    "window_size": w,
+                    "sink_frames": rng.randint(0, f),
+                },
+            )
+        elif kind in (2, 3):
+            name = "chunk-causal" if kind == 2 else "teacher-forcing"
+            params = {
+                "num_frames": f,
+                "num_patches_per_frame": p,
+                "frames_per_chunk": c,
+                "window_size": rng.choice([None, w]),
+                "sink_chunks": rng.randint(0, chunks),
+            }
+        elif kind == 4:
+            name, params = (
+                "packed-causal-frame",
+                {
+                    "frames_per_video": [rng.randint(1, 4) for _ in range(rng.randint(1, 3))],
+                    "num_patches_per_frame": p,
+                },
+            )
+        else:
+            name, params = (
+                "timestamp-causal",
+                {
+                    "timestamps": [rng.randint(0, 6) for _ in range(f)],
+                    "num_patches_per_frame": p,
+                    "within_frame": rng.choice(["full", "causal"]),
+                },
+            )
+        out.append((name, params, bs))
+    return out  # fmt: skip
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", range(120))
+def test_the_block_kernel_writes_torchs_tensors_for_random_masks(case, monkeypatch):
+    name, params, bs = _random_configs(120)[case]
+    assert_block_kernel_gives_torchs_tensors(lambda: get_mask(name, **params), bs, monkeypatch)
+
+
+def _prompt_ids() -> torch.Tensor:
+    """Two prompts of 6,000 tokens: text, 3 frames of 1,560, text; the second left-padded."""
+    ids = torch.full((2, 6000), -1)
+    ids[0, 100:4780] = torch.arange(3).repeat_interleave(1560)
+    ids[1, :900] = -2
+    ids[1, 1000:5680] = torch.arange(3).repeat_interleave(1560)
+    return ids
+
+
+LARGE = {
+    "chunk-causal-21x1560": ("chunk-causal", {"num_frames": 21, "num_patches_per_frame": 1560,
+                             "frames_per_chunk": 3, "window_size": 2, "sink_chunks": 1}),
+    "teacher-forcing-21x1560": ("teacher-forcing", {"num_frames": 21,
+                                "num_patches_per_frame": 1560, "frames_per_chunk": 3}),
+    "sliding-window-20x1560": ("sliding-window", {"num_frames": 20, "num_patches_per_frame": 1560,
+                               "window_size": 4, "sink_frames": 1}),
+    "prompt-causal-frame": ("prompt-causal-frame", {}),
+    "prompt-sliding-window": ("prompt-sliding-window", {"window_size": 1, "sink_frames": 1}),
+    "prompt-timestamp-causal": ("prompt-timestamp-causal", {"timestamps": [0, 2, 2],
+                                "within_frame": "causal"}),
+}  # fmt: skip
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bs", [(128, 128), (128, 64)])
+@pytest.mark.parametrize("case", sorted(LARGE))
+def test_the_block_kernel_writes_torchs_tensors_at_published_sizes_and_for_prompts(
+    case, bs, monkeypatch
+):
+    name, params = LARGE[case]
+    if name.startswith("prompt-"):
+        params = {"frame_ids": _prompt_ids(), **params}
+    assert_block_kernel_gives_torchs_tensors(lambda: get_mask(name, **params), bs, monkeypatch)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("patches", [128, 96])
 def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivial(patches):

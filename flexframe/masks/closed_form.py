@@ -50,7 +50,14 @@ import numpy as np
 import torch
 from torch.nn.attention.flex_attention import BlockMask, _mask_mod_signature, noop_mask
 
+from flexframe.masks.block_kernel import (
+    MAX_PIECES,
+    block_kernel_available,
+    block_mask_from_tables,
+)
+
 _BIG = 2**62  # beyond any key: keys are frame ranks or positions, at most N**2 < 2**62
+_POS_INF, _NEG_INF = np.iinfo(np.int64).max, np.iinfo(np.int64).min  # beyond key + _BIG too
 
 
 @dataclass(frozen=True)
@@ -264,12 +271,15 @@ class IntervalRelation:
             all_visible &= lo_max <= kmin
         return any_visible & ~all_visible, all_visible
 
-    def _union_grids(
-        self,
-        q_block_size: int,
-        kv_bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
-        device: torch.device | str,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _union_table(self, q_block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The union's pieces on the host: ``(table [4, k, 1 + pieces (+1)], ends [Q_BLOCKS+1])``.
+
+        ``table[c, m, 1 + i]`` is bound ``c`` (lo, hi, then the lo and hi of the connected part
+        of the union that holds interval ``m``) of interval ``m`` at piece ``i``. Block ``b``'s
+        pieces are table columns ``ends[b] + 1 .. ends[b + 1]``. Two more pieces see nothing and
+        are never full: one in front (column 0; the prefix sums of :meth:`_union_grids` then need
+        no leading zero) and, for a padded last q block (never full), one at the end, inside it.
+        """
         # Pieces: runs of rows in one block on which every bound is constant.
         bounds = [b for iv in self.intervals for b in (iv.lo, iv.hi) if b is not None]
         segments = {b.host[0].tobytes(): b.host[0] for b in bounds}  # bounds often share them
@@ -281,10 +291,6 @@ class IntervalRelation:
             for key, starts in segments.items()
         }
         value = {id(b): b.host[1][segment_of[b.host[0].tobytes()]] for b in bounds}
-        # table[c, m, 1 + i]: bound c (lo, hi, then the connected part's lo, hi) of interval m
-        # at piece i, laid out as the device reads it. Two more pieces see nothing and are
-        # never full: one in front (the prefix sums below then need no leading zero) and, for a
-        # padded last q block (never full), one at the end, inside that block.
         n, k = piece_first.size, len(self.intervals)
         padded = int(self.q_len % q_block_size != 0)
         table = np.empty((4, k, 1 + n + padded), dtype=np.int64)
@@ -309,7 +315,15 @@ class IntervalRelation:
             joins = lo[m] <= part_hi[m - 1] + 1
             part_lo[m] = np.where(joins, part_lo[m - 1], lo[m])
             part_hi[m] = np.where(joins, np.maximum(part_hi[m - 1], hi[m]), hi[m])
-        ends = np.append(first_piece, n + padded)  # block b: pieces (e_b, e_b+1] of the table
+        return table, np.append(first_piece, n + padded)
+
+    def _union_grids(
+        self,
+        q_block_size: int,
+        kv_bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
+        device: torch.device | str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        table, ends = self._union_table(q_block_size)
         q_side, kv_side, ends_t = _to_device(
             table[:, :, None, :],  # [4, k, 1, pieces]
             np.stack(kv_bounds)[:, None, :, None],  # [3, 1, KV_BLOCKS, 1]
@@ -328,6 +342,55 @@ class IntervalRelation:
         per_block = per_block.transpose(-1, -2)
         # Partial: some piece shows something and some piece is not full; full: none is not.
         return (per_block > 0).all(0), per_block[1] == 0
+
+    def block_table(self, q_block_size: int, kv_block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The relation's blocks as two small host tables (what the CUDA block kernel reads).
+
+        Returns:
+            ``(rows, cols)``. ``rows``: ``[Q_BLOCKS, P, K, 4]`` int64: for each q block, ``P``
+            pieces of ``K`` intervals, each ``(any_lo, any_hi, full_lo, full_hi)``. ``cols``:
+            ``[KV_BLOCKS, 3]`` int64: ``(key_min, key_max, key_max_full)`` of each kv block.
+
+        Block ``(b, j)`` has a visible pair iff some interval ``[any_lo, any_hi]`` of some piece
+        of ``b`` meets ``[key_min_j, key_max_j]``, and is full iff every piece of ``b`` has an
+        interval ``[full_lo, full_hi]`` that holds ``[key_min_j, key_max_full_j]``; partial
+        blocks are those with a visible pair that are not full. The same classification as
+        :meth:`block_grids` (a test checks it). Unused slots hold pieces that see nothing and
+        are full (they change neither answer).
+
+        Example:
+            >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
+            >>> rows, cols = IntervalRelation(kv_key=key, q_hi=key).block_table(2, 2)
+            >>> rows.shape, cols.tolist()  # one piece of one interval per q block
+            ((3, 1, 1, 4), [[0, 0, 0], [0, 1, 1], [1, 1, 1]])
+        """
+        key_min, key_max = self.kv_key.block_min_max_host(kv_block_size)
+        key_max_full = key_max.copy()  # a padded kv block is never full
+        if self.kv_len % kv_block_size:
+            key_max_full[-1] += _BIG
+        cols = np.stack([key_min, key_max, key_max_full], axis=1)
+        if self.union:
+            table, ends = self._union_table(q_block_size)
+            pieces = table[:, :, 1:].transpose(2, 1, 0)  # [pieces, k, 4]
+            counts = np.diff(ends)
+            block = np.repeat(np.arange(counts.size), counts)
+            slot = np.arange(block.size) - np.repeat(ends[:-1], counts)
+            rows = np.empty((counts.size, int(counts.max()), pieces.shape[1], 4), np.int64)
+            rows[..., 0::2] = [_BIG, _NEG_INF]  # unused: any interval empty, full holds all
+            rows[..., 1::2] = [-_BIG, _POS_INF]
+            rows[block, slot] = pieces
+            return rows, cols
+        hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
+        rows = np.empty((hi_max.size, 1, 1, 4), dtype=np.int64)
+        rows[:, 0, 0, 1] = hi_max
+        rows[:, 0, 0, 3] = hi_min
+        if self.q_len % q_block_size:  # a padded q block is never full
+            rows[-1, 0, 0, 3] -= _BIG
+        if self.q_lo is None:
+            rows[:, 0, 0, 0::2] = -_BIG
+        else:
+            rows[:, 0, 0, 0], rows[:, 0, 0, 2] = self.q_lo.block_min_max_host(q_block_size)
+        return rows, cols
 
 
 def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.Tensor, ...]:
@@ -433,7 +496,34 @@ def build_block_mask(
         >>> bm.kv_indices.tolist()  # each row: its partial blocks first, then the others
         [[[[0, 1, 2], [1, 2, 0], [0, 1, 2]]]]
     """
+    seq_lengths = (relation.q_len, relation.kv_len)
+    num_blocks = (-(-relation.q_len // block_size[0]), -(-relation.kv_len // block_size[1]))
+    if block_kernel_available(device, num_blocks):  # CUDA: one launch (masks.block_kernel)
+        rows, cols = relation.block_table(*block_size)
+        if rows.shape[1] <= MAX_PIECES:
+            return block_mask_from_tables(rows, cols, seq_lengths, block_size, mask_mod, device)
     partial, full = relation.block_grids(*block_size, device=device)
-    return block_mask_from_grids(
-        partial, full, (relation.q_len, relation.kv_len), block_size, mask_mod
-    )
+    return block_mask_from_grids(partial, full, seq_lengths, block_size, mask_mod)
+
+
+def stack_block_tables(
+    tables: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Several relations' :meth:`IntervalRelation.block_table` s as one batch:
+    ``([B, Q_BLOCKS, P, K, 4], [B, KV_BLOCKS, 3])``, the fewer pieces padded with pieces that see
+    nothing and are full (they change no block). The relations share their shapes but ``P``.
+
+    Example:
+        >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
+        >>> table = IntervalRelation(kv_key=key, q_hi=key).block_table(2, 2)
+        >>> [t.shape for t in stack_block_tables([table, table])]
+        [(2, 3, 1, 1, 4), (2, 3, 3)]
+    """
+    pieces = max(rows.shape[1] for rows, _ in tables)
+    nq, _, k, _ = tables[0][0].shape
+    out = np.empty((len(tables), nq, pieces, k, 4), dtype=np.int64)
+    out[..., 0::2] = [_BIG, _NEG_INF]  # unused: any interval empty, full holds all
+    out[..., 1::2] = [-_BIG, _POS_INF]
+    for b, (rows, _) in enumerate(tables):
+        out[b, :, : rows.shape[1]] = rows
+    return out, np.stack([cols for _, cols in tables])

@@ -57,11 +57,17 @@ from flexframe._checks import (
     resolve_device,
 )
 from flexframe._vocab import BUILDERS, DEFAULT_BLOCK_SIZE, WITHIN_FRAME, Builder, WithinFrame
+from flexframe.masks.block_kernel import (
+    MAX_PIECES,
+    block_kernel_available,
+    block_mask_from_tables,
+)
 from flexframe.masks.closed_form import (
     Interval,
     IntervalRelation,
     PiecewiseKey,
     block_mask_from_grids,
+    stack_block_tables,
 )
 from flexframe.masks.prompt_layout import PAD as PAD
 from flexframe.masks.prompt_layout import TEXT as TEXT
@@ -326,9 +332,18 @@ class PromptMaskSpec(MaskSpec):
         if cached is not None:
             return cached
         mod = self.mask_mod_for(device)
-        if use_closed:
+        seq_lengths = (self.q_len, self.kv_len)
+        num_blocks = (-(-self.q_len // bs[0]), -(-self.kv_len // bs[1]))
+        tables = None
+        if use_closed and block_kernel_available(device, num_blocks):  # CUDA: one launch
+            tables = stack_block_tables([r.block_table(*bs) for r in self.relations])
+            if tables[0].shape[2] > MAX_PIECES:  # a piece per token: the torch route is faster
+                tables = None
+        if tables is not None:
+            block_mask = block_mask_from_tables(*tables, seq_lengths, bs, mod, device)
+        elif use_closed:
             partial, full = self.block_grids(bs, device)
-            block_mask = block_mask_from_grids(partial, full, (self.q_len, self.kv_len), bs, mod)
+            block_mask = block_mask_from_grids(partial, full, seq_lengths, bs, mod)
         else:
             block_mask = create_block_mask(
                 mod, self.batch_size, 1, self.q_len, self.kv_len, device=device, BLOCK_SIZE=bs
