@@ -147,6 +147,12 @@ class AblationConfig:
         True, "scale the prediction to unit root mean square over the training clips (the "
         "training loss then reads 1 for copying)", "bool",
     )  # fmt: skip
+    motion_scale: str = _model(
+        "auto", "with normalize_targets, also scale each clip's predicted change by the size of "
+        "the change it saw last (the frame minus its stream's previous one), so a still clip "
+        "stays near copying and a fast one may move far: on, off, or auto (on for videos, off "
+        "for moving digits)", "choice", choices=("auto", "on", "off"),
+    )  # fmt: skip
     loss_type: str = _model(
         "mse", "training loss: mse, smooth_l1 or cosine (held-out errors are always MSE)",
         "choice", choices=LOSS_TYPES,
@@ -274,6 +280,19 @@ class AblationConfig:
         if self.precision == "bfloat16" or (self.precision == "auto" and device.type == "cuda"):
             return torch.bfloat16
         return None
+
+    @property
+    def uses_motion_scale(self) -> bool:
+        """Whether runs scale the predicted change by the last one (``motion_scale``; ``auto``:
+        for videos), which needs ``predict_residual`` and ``normalize_targets``.
+
+        Example:
+            >>> cfg = AblationConfig()
+            >>> cfg.uses_motion_scale, cfg.updated(videos=["a.mp4"]).uses_motion_scale
+            (False, True)
+        """
+        wanted = self.motion_scale == "on" or (self.motion_scale == "auto" and bool(self.videos))
+        return wanted and self.predict_residual and self.normalize_targets
 
     @property
     def tokens_per_frame(self) -> int:

@@ -308,12 +308,21 @@ def build_train_step(
         >>> step.objective.residual, step(torch.rand(2, 32, 1, 16, 16)).shape
         (True, torch.Size([]))
     """
+    encoder, module = build_models(config, configuration, seed, channels, device, backend)
+    previous = None
+    if config.uses_motion_scale:
+        nxt = module.frame_layout(num_frames=config.num_frames).next_index.tolist()
+        prev = [-1] * len(nxt)
+        for f, n in enumerate(nxt):
+            if n >= 0:
+                prev[n] = f
+        previous = tuple(prev)
     objective = Objective(
         residual=config.predict_residual,
         next_position_targets=configuration.next_position_targets,
         loss_type=config.loss_type,
+        previous=previous,
     )
-    encoder, module = build_models(config, configuration, seed, channels, device, backend)
     return TrainStep(encoder, module, objective)
 
 

@@ -50,12 +50,20 @@ class Objective:
             next frame of each frame's own stream (a leaking row).
         loss_type: ``mse`` and ``smooth_l1`` on the scaled output, ``cosine`` on the
             predicted features.
+        previous: with ``motion_scale``, the layout position of each position's previous frame
+            in its own stream (-1 for none): the output of a clip's position is also multiplied
+            by the root mean square of the change the model saw last there (its frame minus
+            that previous frame, both past), so a still clip's prediction stays near copying
+            and a fast one's may move far; ``scale`` is then fitted to the change over that.
+        motion_floor: the least that last change counts as (a still frame's is 0).
     """
 
     residual: bool = True
     scale: tuple[float, ...] | float = 1.0
     next_position_targets: bool = False
     loss_type: str = "mse"
+    previous: tuple[int, ...] | None = None
+    motion_floor: float = 0.0
 
     def targets(self, out: Any) -> tuple[Tensor, Tensor]:
         """``[B, F, P, E]`` targets and ``[B, F]`` which positions have one."""
@@ -76,17 +84,29 @@ class Objective:
         for a residual, else zeros."""
         return out.features.float() if self.residual else torch.zeros_like(out.features.float())
 
-    def scales(self, like: Tensor) -> Tensor | float:
-        """``scale`` shaped to multiply ``[B, F, P, E]`` outputs like ``like``."""
+    def motion(self, out: Any) -> Tensor | float:
+        """``[B, F, 1, 1]`` the root mean square of each position's last change (its features
+        minus its stream's previous frame's; 1 where it has none), or 1 without ``previous``."""
+        if self.previous is None:
+            return 1.0
+        feats = out.features.float()
+        prev = torch.tensor(self.previous, device=feats.device)
+        has = (prev >= 0).view(1, -1, 1, 1)
+        last = (feats - feats[:, prev.clamp(min=0)]).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
+        return torch.where(has, last.clamp(min=self.motion_floor), torch.ones_like(last))
+
+    def scales(self, out: Any) -> Tensor | float:
+        """What multiplies ``[B, F, P, E]`` outputs: ``scale`` per position, times
+        :meth:`motion` with ``previous``."""
+        scale: Tensor | float = self.scale  # type: ignore[assignment]
         if isinstance(self.scale, tuple):
-            return torch.tensor(self.scale, dtype=torch.float32, device=like.device).view(
-                1, -1, 1, 1
-            )
-        return self.scale
+            scale = torch.tensor(self.scale, dtype=torch.float32,
+                                 device=out.predictions.device).view(1, -1, 1, 1)  # fmt: skip
+        return scale * self.motion(out) if self.previous is not None else scale
 
     def predictions(self, out: Any) -> Tensor:
         """``[B, F, P, E]`` float32: the predicted features of each frame's target."""
-        return self.base(out) + self.scales(out.predictions) * out.predictions.float()
+        return self.base(out) + self.scales(out) * out.predictions.float()
 
     def loss(self, out: Any) -> Tensor:
         """The training loss of the reconstruction module's outputs ``out``."""
@@ -94,7 +114,7 @@ class Objective:
         if self.loss_type == "cosine":
             pred = self.predictions(out)[has]
             return (1 - F.cosine_similarity(pred, targets[has].float(), dim=-1)).mean()
-        wanted = (targets.float() - self.base(out)) / self.scales(out.predictions)
+        wanted = (targets.float() - self.base(out)) / self.scales(out)
         loss = F.mse_loss if self.loss_type == "mse" else F.smooth_l1_loss
         return loss(out.predictions[has].float(), wanted[has])
 
@@ -108,28 +128,51 @@ class Objective:
     ) -> Objective:
         """This objective with ``scale`` fitted to ``clips``: for each layout position, the
         root mean square of what an output of 1 there stands for (the change from the frame,
-        or the target itself). A position without a target, or whose target never changes,
-        keeps 1.
+        or the target itself, over :meth:`motion` with ``previous``). A position without a
+        target, or whose target never changes, keeps 1. With ``previous``, ``motion_floor``
+        is first set to a tenth of the root mean square last change over ``clips``.
 
         ``model`` is the run's :class:`~flexframe.experiment.models.TrainStep`; only its
         reconstruction module's features and targets are read.
         """
+        fitting = self
+        if self.previous is not None:
+            last = [(p, self.motion(o)) for p, o in self._outputs(model, clips, batch_size,
+                                                                   device, autocast)]  # fmt: skip
+            has = torch.tensor(self.previous) >= 0
+            squares = torch.cat([m.flatten(1)[:, has].double().pow(2).cpu() for _, m in last])
+            floor = 0.1 * float(squares.mean().sqrt()) if squares.numel() else 0.0
+            fitting = dataclasses.replace(self, scale=1.0, motion_floor=floor)
         totals: Tensor | None = None
         counts: Tensor | None = None
-        with torch.no_grad(), torch.autocast(device.type, autocast or torch.float32,
-                                             enabled=autocast is not None):  # fmt: skip
-            for lo in range(0, len(clips), batch_size):
-                _, out = model(clips[lo : lo + batch_size].to(device), return_outputs=True)
-                targets, has = self.targets(out)
-                change = (targets.double() - self.base(out).double()).pow(2).sum(dim=(2, 3))
-                change = (change * has).sum(dim=0).cpu()  # [F]
-                seen = (has.sum(dim=0) * targets[0, 0].numel()).double().cpu()
-                totals = change if totals is None else totals + change
-                counts = seen if counts is None else counts + seen
+        for _, out in self._outputs(model, clips, batch_size, device, autocast):
+            targets, has = self.targets(out)
+            with torch.no_grad():
+                change = (targets.double() - self.base(out).double()) / fitting.scales(out)
+                change = change.pow(2).sum(dim=(2, 3))
+            change = (change * has).sum(dim=0).cpu()  # [F]
+            seen = (has.sum(dim=0) * targets[0, 0].numel()).double().cpu()
+            totals = change if totals is None else totals + change
+            counts = seen if counts is None else counts + seen
         assert totals is not None and counts is not None
         rms = (totals / counts.clamp(min=1)).sqrt().tolist()
         scale = tuple(s if s > 0 and math.isfinite(s) else 1.0 for s in rms)
-        return dataclasses.replace(self, scale=scale)
+        return dataclasses.replace(fitting, scale=scale)
+
+    @staticmethod
+    def _outputs(
+        model: nn.Module,
+        clips: Tensor,
+        batch_size: int,
+        device: torch.device,
+        autocast: torch.dtype | None,
+    ) -> Any:
+        """``(lo, outputs)`` of ``model`` on ``clips`` in batches, without gradients."""
+        for lo in range(0, len(clips), batch_size):
+            with torch.no_grad(), torch.autocast(device.type, autocast or torch.float32,
+                                                 enabled=autocast is not None):  # fmt: skip
+                _, out = model(clips[lo : lo + batch_size].to(device), return_outputs=True)
+            yield lo, out
 
 
 @dataclass
