@@ -137,10 +137,10 @@ class Objective:
         """
         fitting = self
         if self.previous is not None:
-            last = [(p, self.motion(o)) for p, o in self._outputs(model, clips, batch_size,
-                                                                   device, autocast)]  # fmt: skip
+            outputs = self._outputs(model, clips, batch_size, device, autocast)
+            last = [m for _, o in outputs if isinstance(m := self.motion(o), Tensor)]
             has = torch.tensor(self.previous) >= 0
-            squares = torch.cat([m.flatten(1)[:, has].double().pow(2).cpu() for _, m in last])
+            squares = torch.cat([m.flatten(1)[:, has].double().pow(2).cpu() for m in last])
             floor = 0.1 * float(squares.mean().sqrt()) if squares.numel() else 0.0
             fitting = dataclasses.replace(self, scale=1.0, motion_floor=floor)
         totals: Tensor | None = None
