@@ -12,9 +12,7 @@ device synchronized around each, after 10 warm-up builds. CUDA only::
 
 from __future__ import annotations
 
-import statistics
-import time
-
+import build_profile
 import torch
 from prompt_masks import prompt_ids
 
@@ -31,16 +29,10 @@ FAMILIES = (
 
 
 def median_ms(fn, n: int = 60) -> float:
+    """``build_profile.median_ms`` (synchronized wall clock) after 10 warm-up calls."""
     for _ in range(10):
         fn()
-    times = []
-    for _ in range(n):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return build_profile.median_ms(fn, n)
 
 
 def main() -> None:

@@ -375,9 +375,7 @@ class IntervalRelation:
             counts = np.diff(ends)
             block = np.repeat(np.arange(counts.size), counts)
             slot = np.arange(block.size) - np.repeat(ends[:-1], counts)
-            rows = np.empty((counts.size, int(counts.max()), pieces.shape[1], 4), np.int64)
-            rows[..., 0::2] = [_BIG, _NEG_INF]  # unused: any interval empty, full holds all
-            rows[..., 1::2] = [-_BIG, _POS_INF]
+            rows = _unused_pieces((counts.size, int(counts.max()), pieces.shape[1]))
             rows[block, slot] = pieces
             return rows, cols
         hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
@@ -506,6 +504,15 @@ def build_block_mask(
     return block_mask_from_grids(partial, full, seq_lengths, block_size, mask_mod)
 
 
+def _unused_pieces(shape: tuple[int, ...]) -> np.ndarray:
+    """``[*shape, 4]`` int64 table slots that change no block: every interval sees nothing (for
+    "some pair visible") and holds every key (for "all pairs visible")."""
+    out = np.empty((*shape, 4), dtype=np.int64)
+    out[..., 0::2] = [_BIG, _NEG_INF]
+    out[..., 1::2] = [-_BIG, _POS_INF]
+    return out
+
+
 def stack_block_tables(
     tables: list[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -521,9 +528,7 @@ def stack_block_tables(
     """
     pieces = max(rows.shape[1] for rows, _ in tables)
     nq, _, k, _ = tables[0][0].shape
-    out = np.empty((len(tables), nq, pieces, k, 4), dtype=np.int64)
-    out[..., 0::2] = [_BIG, _NEG_INF]  # unused: any interval empty, full holds all
-    out[..., 1::2] = [-_BIG, _POS_INF]
+    out = _unused_pieces((len(tables), nq, pieces, k))
     for b, (rows, _) in enumerate(tables):
         out[b, :, : rows.shape[1]] = rows
     return out, np.stack([cols for _, cols in tables])
