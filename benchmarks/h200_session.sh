@@ -14,6 +14,8 @@
 #   bash benchmarks/h200_session.sh next    # carry .whl: everything the 2026-12-01 sessions left
 #   bash benchmarks/h200_session.sh kernel  # carry .whl: the block kernel's tests, builds, prompts
 #   bash benchmarks/h200_session.sh after   # the streaming steps with graphs, the tests left
+#   bash benchmarks/h200_session.sh tables  # carry .whl: the lighter host tables (kernel tests,
+#                                           # builds, prompts, the host half on the H200's host)
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -226,8 +228,31 @@ after)  # after kernel, on the same machine: streaming with graphs, then the tes
     -k "tuned_default or triton or blocks_past or compiled_kernel" 2>&1 | tee "$OUT/rest-tests.log" |
     grep -E "FAILED|ERROR|passed|failed" | tail -10
   ;;
+tables)  # after the host tables got lighter (unmeasured on a GPU when written): ~8 minutes
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  # Every block-kernel case (the 120 random ones never ran on the kernel's runtime piece loop).
+  timeout 300 "${PYTEST[@]}" tests/test_cuda.py -k "block_kernel or closed_form_builder" 2>&1 |
+    tee "$OUT/tables-tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -8
+  (cd benchmarks &&
+   timeout 90 python3 host_tables.py --anchor-reps 5 --out "$OUT/host_tables-h200-host.json" \
+     > "$OUT/host_tables.log" 2>&1
+   tail -16 "$OUT/host_tables.log"
+   for p in 1560 256; do
+     timeout 100 python3 mask_build.py --seq-lens 131072 --patches $p --builders closed-form \
+       closed-form-torch compiled --masks causal-frame chunk-causal chunk-causal-window \
+       sliding-window-sinks teacher-forcing packed-causal-frame \
+       --out "$OUT/mask_build-tables-$p-h200.json" > "$OUT/build-$p.log" 2>&1
+     grep -E "closed-form" "$OUT/build-$p.log" | tail -12
+   done
+   timeout 100 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-tables-h200.json" \
+     > "$OUT/prompt.log" 2>&1
+   grep -E "flexframe|transformers" "$OUT/prompt.log" | tail -8
+   timeout 60 python3 prompt_build_routes.py > "$OUT/prompt_build_routes-tables-h200.txt" 2>&1
+   cat "$OUT/prompt_build_routes-tables-h200.txt")
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after"
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables"
   exit 2
   ;;
 esac

@@ -32,6 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 import _common as C  # noqa: E402
 import attention  # noqa: E402
+import host_tables  # noqa: E402
 import mask_build  # noqa: E402
 
 ROW_FIELDS = {
@@ -347,6 +348,27 @@ def test_mask_build_gives_torchs_block_masks_for_the_generation_masks(runs):
         assert row["status"] == "ok", row
         if row["builder"] == "closed-form":
             assert row["matches"] == "yes (eager, bit-identical)", row
+
+
+def test_host_tables_checks_each_case_before_timing_it(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "host.json"
+    doc = host_tables.main(["--quick", "--reps", "2", "--anchor-reps", "1", "--out", str(out)])
+    rows = doc["rows"]
+    assert [r["case"] for r in rows] == [m for m, _, _ in host_tables.FRAME_CASES] + [
+        name for name, _ in host_tables.PROMPT_CASES
+    ]
+    for row in rows:
+        assert row["status"] == "ok", row
+        timed = ["CPU build", "host half" if row["case"].startswith("prompt") else "tables"]
+        assert all(row[c]["median_ms"] >= row[c]["p10_ms"] > 0 for c in timed), row
+    pieces = {r["case"]: r["pieces_a_block"] for r in rows}
+    assert pieces["prompt-sliding-window"] <= 2  # a block of text is one piece
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
+    assert "| teacher-forcing |" in capsys.readouterr().out
+    # A table that disagrees with the torch route is FAILED and not timed.
+    monkeypatch.setattr(host_tables, "same_blocks", lambda *args: False)
+    rows = host_tables.main(["--quick", "--reps", "1", "--anchor-reps", "1"])["rows"]
+    assert all(r["status"] == "FAILED" and "CPU build" not in r for r in rows)
 
 
 # -- the helpers ----------------------------------------------------------------------------------

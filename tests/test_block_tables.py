@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from strategies import expected_block_grids, mask_configs, reference_dense
+from strategies import block_mask_grids, expected_block_grids, mask_configs, reference_dense
 from test_hf_prompt_masks import prompt_masks, reference
 
 from flexframe import get_mask
@@ -20,7 +20,13 @@ from flexframe.masks.block_kernel import (
     block_mask_from_tables,
     grids_from_tables,
 )
-from flexframe.masks.closed_form import stack_block_tables
+from flexframe.masks.closed_form import (
+    Interval,
+    IntervalRelation,
+    PiecewiseKey,
+    block_mask_from_grids,
+    stack_block_tables,
+)
 
 block_sizes = st.tuples(st.integers(1, 9), st.integers(1, 9))
 
@@ -50,6 +56,65 @@ def test_the_stacked_prompt_tables_classify_every_block_of_every_prompt(case, bl
         want_partial, want_full = expected_block_grids(want[b], *block_size)
         assert torch.equal(partial[b], want_partial)
         assert torch.equal(full[b], want_full)
+
+
+@st.composite
+def step_keys(
+    draw, length: int, cuts: list[int] | None = None
+) -> tuple[PiecewiseKey, torch.Tensor]:
+    """A slope-0 key on its own cuts, or on the ``cuts`` given (some repeated: empty segments;
+    some at or past the length: segments no row is in), with its values per position written
+    out; the values jump anywhere (bounds need no invariant)."""
+    if cuts is None:
+        cuts = draw(st.lists(st.integers(0, length + 3), max_size=6))
+    starts = torch.tensor(sorted([0, *cuts]), dtype=torch.int64)
+    offsets = torch.tensor(draw(st.lists(st.integers(-3, 12), min_size=starts.numel(),
+                                         max_size=starts.numel())), dtype=torch.int64)  # fmt: skip
+    segment = torch.searchsorted(starts, torch.arange(length), right=True) - 1
+    return PiecewiseKey(starts, offsets, 0, length), offsets[segment]
+
+
+@st.composite
+def unions(draw):
+    """A relation of two or three intervals on bounds of their own segments or of one shared
+    segmentation (the bounds of frame and chunk masks share theirs), and its dense form written
+    from the definition: ``visible(q, kv)`` iff ``lo_m(q) <= key(kv) <= hi_m(q)`` for an
+    interval ``m``."""
+    q_len, kv_len = draw(st.integers(1, 30)), draw(st.integers(1, 30))
+    steps = draw(st.lists(st.integers(0, 1), min_size=kv_len - 1, max_size=kv_len - 1))
+    key_values = torch.tensor([0, *steps], dtype=torch.int64).cumsum(0)  # rises by 0 or 1
+    kv_key = PiecewiseKey(torch.arange(kv_len), key_values, 0, kv_len)
+    shared = None
+    if draw(st.booleans()):  # strictly ascending cuts inside the rows, or any
+        cuts = st.lists(st.integers(1, q_len + 3), max_size=6, unique=True)
+        shared = draw(cuts.filter(lambda c: 0 not in c) | st.lists(st.integers(0, q_len + 3)))
+    intervals, dense = [], torch.zeros(q_len, kv_len, dtype=torch.bool)
+    for _ in range(draw(st.integers(2, 3))):
+        hi, hi_values = draw(step_keys(q_len, shared))
+        lo, lo_values = draw(step_keys(q_len, shared)) if draw(st.booleans()) else (None, None)
+        intervals.append(Interval(hi=hi, lo=lo))
+        inside = key_values[None, :] <= hi_values[:, None]
+        if lo is not None:
+            inside &= lo_values[:, None] <= key_values[None, :]
+        dense |= inside
+    first, *rest = intervals
+    relation = IntervalRelation(kv_key, first.hi, first.lo, union=tuple(rest))
+    return relation, dense
+
+
+@given(unions(), block_sizes)
+def test_a_union_on_any_segments_classifies_every_block_as_the_definition(case, block_size):
+    # Both routes: the tables the kernel reads, and the torch route's BlockMask.
+    relation, dense = case
+    want_partial, want_full = expected_block_grids(dense, *block_size)
+    rows, cols = relation.block_table(*block_size)
+    partial, full = grids_from_tables(torch.from_numpy(rows), torch.from_numpy(cols))
+    assert torch.equal(partial, want_partial) and torch.equal(full, want_full)
+    grids = relation.block_grids(*block_size)
+    assert torch.equal(grids[0], want_partial) and torch.equal(grids[1], want_full)
+    bm = block_mask_from_grids(*grids, dense.shape, block_size, None)
+    got_partial, got_full = block_mask_grids(bm)
+    assert torch.equal(got_partial, want_partial) and torch.equal(got_full, want_full)
 
 
 def test_the_block_kernel_is_refused_off_cuda_with_the_route_to_take():

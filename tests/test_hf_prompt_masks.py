@@ -10,10 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import BLOCK_MASK_TENSORS
+from strategies import BLOCK_MASK_TENSORS, expected_block_grids
 from torch.nn.attention.flex_attention import create_block_mask
 
 from flexframe import get_mask
+from flexframe.masks.block_kernel import grids_from_tables
 from flexframe.masks.prompt import PAD, TEXT
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.py)
@@ -195,6 +196,21 @@ def test_the_closed_form_block_mask_is_torchs_create_block_mask(case, block_size
     q_bs, kv_bs = closed.BLOCK_SIZE
     blocks = closed.to_dense()[:, 0].repeat_interleave(q_bs, 1).repeat_interleave(kv_bs, 2)
     assert torch.equal(blocks[:, : spec.q_len, : spec.kv_len] & spec.to_dense(), want)
+
+
+def test_a_prompts_text_is_one_piece_of_the_block_tables_not_one_a_token():
+    # Text under a sliding window sees [the row's first token, itself]: intervals that only
+    # grow, so a block of text is one piece of the tables the CUDA kernel reads (a piece a token
+    # made them too large for it), and the tables still classify every block as the rule does.
+    ids = torch.tensor([[TEXT] * 300 + [0] * 40 + [1] * 40 + [2] * 40 + [TEXT] * 100])
+    spec = get_mask("prompt-sliding-window", frame_ids=ids, window_size=1, sink_frames=1)
+    rows, cols = spec.relations[0].block_table(64, 64)
+    assert rows.shape[1] <= 2  # pieces a block: text, or a boundary between two runs
+    partial, full = grids_from_tables(torch.from_numpy(rows), torch.from_numpy(cols))
+    want_partial, want_full = expected_block_grids(
+        reference(ids, spec.name, window_size=1, sink_frames=1)[0], 64, 64
+    )
+    assert torch.equal(partial, want_partial) and torch.equal(full, want_full)
 
 
 @pytest.mark.parametrize("block_size", [2, 4, (4, 2), 3])

@@ -52,7 +52,7 @@ if triton is not None:
         kmax_full = tl.load(col + 2, mask=jv, other=0)
         any_visible = tl.zeros([BLOCK], dtype=tl.int32)
         full = valid.to(tl.int32)
-        for p in range(P):  # a loop, not unrolled: a prompt's text has a piece per token
+        for p in range(P):  # a loop, not unrolled: a block may hold many pieces
             piece_any = tl.zeros([BLOCK], dtype=tl.int32)
             piece_full = tl.zeros([BLOCK], dtype=tl.int32)
             for m in tl.static_range(K):

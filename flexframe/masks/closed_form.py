@@ -31,14 +31,21 @@ block column's keys are the whole integer range ``[key_min, key_max]``, and
   every bound is constant (bounds of slope 0): some pair is visible iff one interval meets the
   range, all are iff one connected part of the intervals' union holds it; a block row is full iff
   all its pieces are, and has a visible pair iff one of them does. No invariant on the rows.
+  Consecutive pieces on which every interval only grows (``lo`` never rises and ``hi`` never
+  falls, or the interval was empty before: text tokens that see up to themselves) make one
+  piece: each row's union holds the one before it, so the last row decides "some pair" and the
+  first row decides "all pairs".
 
-Work and memory are O(segments + blocks): O(Q_BLOCKS * KV_BLOCKS) for one interval,
-O((segments + Q_BLOCKS) * KV_BLOCKS) for a union. The bounds per block and per piece are worked
-out on the host (one entry each) and sent to the device in one copy; the grids are formed there
-and their indices ordered with two prefix sums and a scatter (:func:`build_block_mask`). An
-earlier second index writer, which wrote the indices from runs of blocks on the host, gave the
-same tensors and was faster only on the CPU, at lengths a CPU does not run attention at; on an
-H200 the grids were 1.1-4.5x faster (``benchmarks/RESULTS.md``), so they are the one writer.
+Work and memory are O(segments + blocks): the bounds per block and per piece are worked out on
+the host (one entry each), O(Q_BLOCKS * KV_BLOCKS) work forms the grids on the device. A union's
+host table holds ``P`` slots for every q block, ``P`` the most pieces one block has: about
+segments + Q_BLOCKS entries an interval when pieces are spread evenly, at most ``q_len``. On
+CUDA one Triton launch turns the tables into every BlockMask tensor
+(:mod:`flexframe.masks.block_kernel`); elsewhere the grids are formed by torch operations and
+their indices ordered with two prefix sums and a scatter (:func:`build_block_mask`). An earlier
+second index writer, which wrote the indices from runs of blocks on the host, gave the same
+tensors and was faster only on the CPU, at lengths a CPU does not run attention at; on an H200
+the grids were 1.1-4.5x faster (``benchmarks/RESULTS.md``), so they replaced it.
 """
 
 from __future__ import annotations
@@ -111,10 +118,12 @@ class PiecewiseKey:
     def host(self) -> tuple[np.ndarray, np.ndarray]:
         """``(starts, offsets)`` as int64 NumPy arrays: the builder's index arithmetic runs on the
         host over one entry per segment or block, where NumPy's per-call cost is smallest."""
-        return (
-            self.starts.cpu().numpy().astype(np.int64),
-            self.offsets.cpu().numpy().astype(np.int64),
+        arrays = tuple(
+            np.asarray(t.cpu().numpy(), dtype=np.int64) for t in (self.starts, self.offsets)
         )
+        for array in arrays:  # often the tensors' own memory: read-only, as the key is
+            array.flags.writeable = False
+        return arrays  # type: ignore[return-value]
 
     @cached_property
     def monotone(self) -> bool:
@@ -271,51 +280,100 @@ class IntervalRelation:
             all_visible &= lo_max <= kmin
         return any_visible & ~all_visible, all_visible
 
-    def _union_table(self, q_block_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """The union's pieces on the host: ``(table [4, k, 1 + pieces (+1)], ends [Q_BLOCKS+1])``.
+    def _union_pieces(self, q_block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The union's pieces on the host, ``P`` slots per q block:
+        ``(table [4, k, P, Q_BLOCKS], used [P, Q_BLOCKS] bool)``.
 
-        ``table[c, m, 1 + i]`` is bound ``c`` (lo, hi, then the lo and hi of the connected part
-        of the union that holds interval ``m``) of interval ``m`` at piece ``i``. Block ``b``'s
-        pieces are table columns ``ends[b] + 1 .. ends[b + 1]``. Two more pieces see nothing and
-        are never full: one in front (column 0; the prefix sums of :meth:`_union_grids` then need
-        no leading zero) and, for a padded last q block (never full), one at the end, inside it.
+        ``table[:, m, s, b]`` is ``(any_lo, any_hi, full_lo, full_hi)`` of interval ``m`` at block
+        ``b``'s piece ``s``: the interval on the piece's last row, and the connected part of the
+        union that holds the ``m``-th interval (by lower end) on its first row. ``used`` says
+        which slots hold a piece (the others are garbage). A padded last q block is never full:
+        its pieces' ``full_lo`` is above every key. (Slots first: NumPy is several times slower
+        on arrays whose innermost dimension is short.)
+
+        A piece is a run of rows in one block on which every bound is constant, or a run of such
+        runs on which every interval only grows (its ``lo`` never rises, its ``hi`` never falls,
+        e.g. text tokens that see up to themselves). On such a run the rows' unions of intervals
+        are nested, so some pair is visible iff the last row sees one, and all are iff the first
+        row sees all: the two rows the table keeps.
         """
-        # Pieces: runs of rows in one block on which every bound is constant.
         bounds = [b for iv in self.intervals for b in (iv.lo, iv.hi) if b is not None]
         segments = {b.host[0].tobytes(): b.host[0] for b in bounds}  # bounds often share them
-        piece_first, first_piece = _pieces(
-            np.concatenate(list(segments.values())), self.q_len, q_block_size
-        )
-        segment_of = {
-            key: np.searchsorted(starts, piece_first, side="right") - 1
-            for key, starts in segments.items()
-        }
-        value = {id(b): b.host[1][segment_of[b.host[0].tobytes()]] for b in bounds}
-        n, k = piece_first.size, len(self.intervals)
-        padded = int(self.q_len % q_block_size != 0)
-        table = np.empty((4, k, 1 + n + padded), dtype=np.int64)
-        table[0::2, :, :: n + 1] = _BIG  # lower ends above upper ends: nothing
-        table[1::2, :, :: n + 1] = -_BIG
-        lo, hi, part_lo, part_hi = table[:, :, 1 : n + 1]  # views, [k, pieces] each
-        for m, iv in enumerate(self.intervals):  # slope 0: a bound's value is its offset
-            hi[m] = value[id(iv.hi)]
-            lo[m] = -_BIG if iv.lo is None else value[id(iv.lo)]
-        empty = lo > hi  # meets no key, and sorts last so that it joins nothing
-        np.putmask(lo, empty, _BIG)
-        np.putmask(hi, empty, -_BIG)
-        # The union's connected parts: sort by lower end, then join intervals that touch.
+        nq = -(-self.q_len // q_block_size)
+        block_starts = np.arange(nq, dtype=np.int64) * q_block_size
+        starts = next(iter(segments.values()))
+        last: tuple[np.ndarray, np.ndarray] | None = None  # the pieces' last rows' intervals
+        if len(segments) == 1 and starts[-1] < self.q_len and (starts[1:] > starts[:-1]).all():
+            # One segmentation, strictly ascending, inside the rows: block b's pieces start at
+            # the block and at each segment start inside it, so piece s lies in segment
+            # first[b] - 1 + s.
+            first = np.searchsorted(starts, block_starts, side="right")
+            inside = np.searchsorted(starts, block_starts + q_block_size) - first
+            slots = np.arange(1 + int(inside.max()))[:, None]
+            used = slots <= inside
+            segment = np.minimum(first - 1 + slots, starts.size - 1)
+            lo, hi = self._bound_values({starts.tobytes(): segment})
+        else:  # cut the blocks at every segment start of every bound, then join growing runs
+            piece_first, first_piece = _pieces(
+                np.concatenate(list(segments.values())), self.q_len, q_block_size
+            )
+            lo, hi = self._bound_values(
+                {k: np.searchsorted(s, piece_first, side="right") - 1 for k, s in segments.items()}
+            )  # [k, pieces]
+            grows = ((lo[:, 1:] <= lo[:, :-1]) & (hi[:, 1:] >= hi[:, :-1])) | (
+                lo[:, :-1] > hi[:, :-1]  # an empty interval grows into any
+            )
+            joined = np.append(False, grows.all(0))
+            joined[first_piece] = False  # a piece never crosses a block
+            run_first = np.flatnonzero(~joined)
+            run_last = np.append(run_first[1:], piece_first.size) - 1
+            block = np.searchsorted(first_piece, run_first, side="right") - 1
+            starts_of_block = np.searchsorted(run_first, first_piece)
+            slot = np.arange(run_first.size) - starts_of_block[block]
+            counts = np.diff(np.append(starts_of_block, run_first.size))
+            used = np.zeros((int(counts.max()), nq), dtype=bool)
+            used[slot, block] = True
+            at_first = np.zeros(used.shape, dtype=np.int64)
+            at_last = np.zeros(used.shape, dtype=np.int64)
+            at_first[slot, block], at_last[slot, block] = run_first, run_last
+            last = (lo[:, at_last], hi[:, at_last])
+            lo, hi = lo[:, at_first], hi[:, at_first]
+        k = len(self.intervals)
+        table = np.empty((4, k, *used.shape), dtype=np.int64)
+        any_lo, any_hi, part_lo, part_hi = table  # views, [k, P, Q_BLOCKS] each
+        any_lo[:], any_hi[:] = (lo, hi) if last is None else last
+        for a, b in ((any_lo, any_hi), (lo, hi)):  # empty: meets no key, and sorts last so
+            empty = a > b  # that it joins nothing
+            np.putmask(a, empty, _BIG)
+            np.putmask(b, empty, -_BIG)
+        # The union's connected parts on the first rows: sort by lower end, then join intervals
+        # that touch.
         if k == 2:  # the usual union (a window and its sinks): a swap, not a sort
             swap = lo[1] < lo[0]
-            lo[:, swap], hi[:, swap] = lo[::-1, swap], hi[::-1, swap]
+            lo, hi = np.where(swap, lo[::-1], lo), np.where(swap, hi[::-1], hi)
         elif k > 2:
             order = np.argsort(lo, axis=0, kind="stable")
-            lo[:], hi[:] = np.take_along_axis(lo, order, 0), np.take_along_axis(hi, order, 0)
+            lo, hi = np.take_along_axis(lo, order, 0), np.take_along_axis(hi, order, 0)
         part_lo[:], part_hi[:] = lo, hi
         for m in range(1, k):
             joins = lo[m] <= part_hi[m - 1] + 1
             part_lo[m] = np.where(joins, part_lo[m - 1], lo[m])
             part_hi[m] = np.where(joins, np.maximum(part_hi[m - 1], hi[m]), hi[m])
-        return table, np.append(first_piece, n + padded)
+        if self.q_len % q_block_size:  # a padded q block is never full
+            part_lo[..., -1] = _BIG
+        return table, used
+
+    def _bound_values(self, segment_of: dict[bytes, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)`` ``[k, *shape]``: each interval's bounds at the segments ``segment_of``
+        names (an array of one shape per segmentation); no lower bound is ``-_BIG``."""
+        shape = next(iter(segment_of.values())).shape
+        lo = np.full((len(self.intervals), *shape), -_BIG, dtype=np.int64)
+        hi = np.empty_like(lo)
+        for m, iv in enumerate(self.intervals):  # slope 0: a bound's value is its offset
+            hi[m] = iv.hi.host[1][segment_of[iv.hi.host[0].tobytes()]]
+            if iv.lo is not None:
+                lo[m] = iv.lo.host[1][segment_of[iv.lo.host[0].tobytes()]]
+        return lo, hi
 
     def _union_grids(
         self,
@@ -323,9 +381,14 @@ class IntervalRelation:
         kv_bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
         device: torch.device | str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        table, ends = self._union_table(q_block_size)
+        pieces, used = self._union_pieces(q_block_size)
+        # The used pieces in a row, block after block, and one in front that sees nothing and
+        # is never full (the prefix sums below then need no leading zero).
+        front = np.array([_BIG, -_BIG, _BIG, -_BIG])[:, None, None].repeat(pieces.shape[1], 1)
+        table = np.concatenate([front, pieces.swapaxes(2, 3)[:, :, used.T]], axis=-1)
+        ends = np.concatenate([[0], np.cumsum(used.sum(0))])
         q_side, kv_side, ends_t = _to_device(
-            table[:, :, None, :],  # [4, k, 1, pieces]
+            table[:, :, None, :],  # [4, k, 1, 1 + pieces]
             np.stack(kv_bounds)[:, None, :, None],  # [3, 1, KV_BLOCKS, 1]
             ends,
             device=device,
@@ -364,19 +427,16 @@ class IntervalRelation:
             >>> rows.shape, cols.tolist()  # one piece of one interval per q block
             ((3, 1, 1, 4), [[0, 0, 0], [0, 1, 1], [1, 1, 1]])
         """
-        key_min, key_max = self.kv_key.block_min_max_host(kv_block_size)
-        key_max_full = key_max.copy()  # a padded kv block is never full
-        if self.kv_len % kv_block_size:
-            key_max_full[-1] += _BIG
-        cols = np.stack([key_min, key_max, key_max_full], axis=1)
+        cols = np.empty((-(-self.kv_len // kv_block_size), 3), dtype=np.int64)
+        cols[:, 0], cols[:, 1] = self.kv_key.block_min_max_host(kv_block_size)
+        cols[:, 2] = cols[:, 1]
+        if self.kv_len % kv_block_size:  # a padded kv block is never full
+            cols[-1, 2] += _BIG
         if self.union:
-            table, ends = self._union_table(q_block_size)
-            pieces = table[:, :, 1:].transpose(2, 1, 0)  # [pieces, k, 4]
-            counts = np.diff(ends)
-            block = np.repeat(np.arange(counts.size), counts)
-            slot = np.arange(block.size) - np.repeat(ends[:-1], counts)
-            rows = _unused_pieces((counts.size, int(counts.max()), pieces.shape[1]))
-            rows[block, slot] = pieces
+            pieces, used = self._union_pieces(q_block_size)
+            if not used.all():
+                np.copyto(pieces, _UNUSED[:, None, None, None], where=~used)
+            rows = np.ascontiguousarray(pieces.transpose(3, 2, 1, 0))  # [Q_BLOCKS, P, k, 4]
             return rows, cols
         hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
         rows = np.empty((hi_max.size, 1, 1, 4), dtype=np.int64)
@@ -504,13 +564,14 @@ def build_block_mask(
     return block_mask_from_grids(partial, full, seq_lengths, block_size, mask_mod)
 
 
+# A table slot that changes no block: its interval sees nothing (for "some pair visible") and
+# holds every key (for "all pairs visible"); (any_lo, any_hi, full_lo, full_hi).
+_UNUSED = np.array([_BIG, -_BIG, _NEG_INF, _POS_INF], dtype=np.int64)
+
+
 def _unused_pieces(shape: tuple[int, ...]) -> np.ndarray:
-    """``[*shape, 4]`` int64 table slots that change no block: every interval sees nothing (for
-    "some pair visible") and holds every key (for "all pairs visible")."""
-    out = np.empty((*shape, 4), dtype=np.int64)
-    out[..., 0::2] = [_BIG, _NEG_INF]
-    out[..., 1::2] = [-_BIG, _POS_INF]
-    return out
+    """``[*shape, 4]`` int64 table slots that change no block (:data:`_UNUSED`)."""
+    return np.broadcast_to(_UNUSED, (*shape, 4)).copy()
 
 
 def stack_block_tables(
@@ -526,6 +587,8 @@ def stack_block_tables(
         >>> [t.shape for t in stack_block_tables([table, table])]
         [(2, 3, 1, 1, 4), (2, 3, 3)]
     """
+    if len(tables) == 1:  # a batch of one: nothing to pad
+        return tables[0][0][None], tables[0][1][None]
     pieces = max(rows.shape[1] for rows, _ in tables)
     nq, _, k, _ = tables[0][0].shape
     out = _unused_pieces((len(tables), nq, pieces, k))

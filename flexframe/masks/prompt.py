@@ -83,7 +83,7 @@ PROMPT_MASKS = ("prompt-causal-frame", "prompt-sliding-window", "prompt-timestam
 # -- per-token keys and bounds --------------------------------------------------------------------
 def _piecewise(values: np.ndarray, slope: int) -> PiecewiseKey:
     """The PiecewiseKey of per-position ``values`` (slope 0 or 1): one segment per change."""
-    base = values if slope == 0 else values - np.arange(values.size, dtype=np.int64)
+    base = values if slope == 0 else values - _positions(values.size)
     # (a flatnonzero of a bool array: of an int64 diff it is several times slower)
     cuts = np.flatnonzero(base[1:] != base[:-1]) + 1
     starts = np.concatenate([np.zeros(1, dtype=np.int64), cuts])
@@ -92,15 +92,29 @@ def _piecewise(values: np.ndarray, slope: int) -> PiecewiseKey:
     )
 
 
+_POSITIONS = np.arange(0, dtype=np.int64)
+
+
+def _positions(n: int) -> np.ndarray:
+    """``np.arange(n)`` as a read-only view of one kept array (an arange of a prompt's length
+    costs more than a copy of it)."""
+    global _POSITIONS
+    if _POSITIONS.size < n:
+        positions = np.arange(max(n, 2 * _POSITIONS.size), dtype=np.int64)
+        positions.flags.writeable = False
+        _POSITIONS = positions
+    return _POSITIONS[:n]
+
+
 def _position_key(row: _Row, *, left_pad_below: bool) -> np.ndarray:
     """The position of each real token; padding beyond every bound: above all of them, or, for
     two-sided relations (whose bounds start at the first real token), below them at the left
     end of the row. A block column's keys then stay a run of integers with, at most, a gap no
     interval's bounds fall in (the closed form's exactness, see ``closed_form``): padding after
     the last video token only precedes text, whose intervals start at the row's first token."""
-    key = np.arange(row.length, dtype=np.int64)
-    if row.pad.any():
-        key[row.pad] += _BIG
+    key = _positions(row.length).copy()
+    if row.padded:
+        key += row.per_token((row.run_id == PAD) * _BIG)
     if left_pad_below:
         key[: row.first] -= 2 * _BIG
     return key
@@ -110,16 +124,14 @@ _Keys = tuple[np.ndarray, tuple[np.ndarray, ...], tuple[int, int]]
 
 
 def _causal_frame_keys(row: _Row) -> _Keys:
-    # A video token's bound is its frame's last position, a text token's its own: the larger
-    # of the two (run_of is -1 outside frames, which picks the appended -1).
-    ends = np.append(row.ends, -1)
-    hi = np.maximum(np.arange(row.length, dtype=np.int64), ends[row.run_of])
+    # A video token's bound is its frame's last position, a text token's its own: the larger.
+    hi = np.maximum(_positions(row.length), row.by_frame(row.ends, -1))
     return _position_key(row, left_pad_below=False), (hi,), (1, 0)
 
 
 def _window_keys(row: _Row, window: int, sinks: int) -> _Keys:
-    # Per frame run, then to the tokens by run (run_of is -1 outside frames: the appended last
-    # entry gives text its bounds). Text: [row.first, itself] and an empty second interval.
+    # Per frame run, then to the tokens by run. Text: [row.first, itself] and an empty second
+    # interval.
     runs = np.arange(row.starts.size)
     first_run = row.video_first_run
     lo1 = row.starts[runs - np.minimum(row.frame, window)]  # frames are consecutive runs
@@ -127,13 +139,11 @@ def _window_keys(row: _Row, window: int, sinks: int) -> _Keys:
         hi2 = row.ends[first_run + np.minimum(sinks - 1, row.frame)]
     else:
         hi2 = row.starts[first_run] - 1
-    at = row.run_of
-    pos = np.arange(row.length, dtype=np.int64)
     bounds = (
-        np.append(lo1, row.first)[at],
-        np.maximum(pos, np.append(row.ends, -1)[at]),  # a frame's end is past its tokens
-        np.append(np.full(runs.size, row.first, dtype=np.int64), _BIG)[at],
-        np.append(hi2, -_BIG)[at],
+        row.by_frame(lo1, row.first),
+        np.maximum(_positions(row.length), row.by_frame(row.ends, -1)),  # a frame's end is
+        row.by_frame(np.full(runs.size, row.first, dtype=np.int64), _BIG),  # past its tokens
+        row.by_frame(hi2, -_BIG),
     )
     return _position_key(row, left_pad_below=True), bounds, (1, 0)
 
@@ -144,24 +154,29 @@ def _timestamp_keys(row: _Row, times: np.ndarray, within_frame: str) -> _Keys:
     (by frame timestamp, then by position for ``within_frame="causal"``), so every key of a video
     stays inside its span and the order with the tokens around it is kept. Text between two
     frames of a video takes the timestamp of the frame after it."""
-    key = np.arange(row.length, dtype=np.int64)
+    key = _positions(row.length).copy()
     slope = 1 if within_frame == "causal" else 0
-    for first_run in np.unique(row.video_first_run):
-        runs = np.flatnonzero(row.video_first_run == first_run)
-        start, end = int(row.starts[runs[0]]), int(row.ends[runs[-1]])
-        owner = row.run_of[start : end + 1].copy()
-        if (owner < 0).any():  # text inside the video: the run after it (the nearest later one)
-            owner[owner < 0] = np.iinfo(np.int64).max
-            owner = np.minimum.accumulate(owner[::-1])[::-1]
-        token_times = times[owner]
-        if within_frame == "full":
-            rank = np.unique(token_times, return_inverse=True)[1].reshape(-1)
-            key[start : end + 1] = start + rank
-        else:  # by timestamp, then by position: a run of consecutive keys per frame
-            order = np.argsort(token_times, kind="stable")
-            key[start + order] = start + np.arange(order.size)
+    first_runs = np.flatnonzero(row.frame == 0)  # each video's first and last frame run
+    last_runs = np.append(first_runs[1:], row.frame.size)[: first_runs.size] - 1
+    for a, z in zip(first_runs.tolist(), last_runs.tolist(), strict=True):
+        start, end = int(row.starts[a]), int(row.ends[z])
+        # A frame's group: its tokens and the text inside the video just before it (which
+        # takes the frame's timestamp); the groups tile the video.
+        ends = row.ends[a : z + 1]
+        group_start = np.append(start, ends[:-1] + 1)
+        length = ends - group_start + 1
+        group_times = times[a : z + 1]
+        if within_frame == "full":  # one key per distinct timestamp, in time order
+            rank = np.unique(group_times, return_inverse=True)[1].reshape(-1)
+            key[start : end + 1] = np.repeat(start + rank, length)
+        else:  # by timestamp, then by position: the groups in that order, keys consecutive
+            order = np.argsort(group_times, kind="stable")
+            moved = np.empty_like(group_start)
+            moved[order] = start + np.cumsum(length[order]) - length[order]
+            key[start : end + 1] += np.repeat(moved - group_start, length)
     hi, kv = key.copy(), key
-    kv[row.pad] += _BIG
+    if row.padded:
+        kv += row.per_token((row.run_id == PAD) * _BIG)
     return kv, (hi,), (slope, slope)
 
 
@@ -195,22 +210,27 @@ _BUCKET = 128
 
 
 def _tensors(
-    kv_key: np.ndarray, q_bounds: np.ndarray, device: torch.device, bucket: int = 1
+    kv_key: np.ndarray, by_bound: np.ndarray, device: torch.device, bucket: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both arrays as int32 tensors on ``device``, sent in one copy; with ``bucket`` > 1 the
-    length dimension is padded to a multiple of it with keys and bounds that see nothing."""
-    (b, n), (q, k) = kv_key.shape, q_bounds.shape[1:]
+    """``kv_key`` ``[B, n]`` and the bounds ``by_bound`` ``[B, k, q]`` as int32 tensors on
+    ``device``, ``[B, n]`` and ``[B, q, k]``, sent in one copy (the bounds go bound by bound and
+    are interleaved on the device: NumPy's strided writes cost more than a device copy); with
+    ``bucket`` > 1 the length dimension is padded to a multiple of it with keys and bounds that
+    see nothing."""
+    (b, n), (k, q) = kv_key.shape, by_bound.shape[1:]
     n_pad, q_pad = (-(-n // bucket) * bucket, -(-q // bucket) * bucket) if bucket > 1 else (n, q)
     both = np.empty(b * n_pad + b * q_pad * k, dtype=np.int32)  # one buffer, one copy
     kv_part = both[: b * n_pad].reshape(b, n_pad)
-    q_part = both[b * n_pad :].reshape(b, q_pad, k)
+    q_part = both[b * n_pad :].reshape(b, k, q_pad)
     kv_part[:, :n] = kv_key
     kv_part[:, n:] = _BIG
-    q_part[:, :q] = q_bounds
-    q_part[:, q:, 0::2] = _BIG if k > 1 else -1  # lower bounds, or the one hi
-    q_part[:, q:, 1::2] = -_BIG
+    q_part[:, :, :q] = by_bound
+    q_part[:, 0::2, q:] = _BIG if k > 1 else -1  # lower bounds, or the one hi
+    q_part[:, 1::2, q:] = -_BIG
     kv, q_t = torch.from_numpy(both).to(device).split([kv_part.size, q_part.size])
-    return kv.view(kv_part.shape), q_t.view(q_part.shape)
+    if k == 1:  # [B, 1, q] and [B, q, 1] are the same memory
+        return kv.view(kv_part.shape), q_t.view(b, q_pad, 1)
+    return kv.view(kv_part.shape), q_t.view(q_part.shape).transpose(1, 2).contiguous()
 
 
 # -- the spec -------------------------------------------------------------------------------------
@@ -249,7 +269,7 @@ class PromptMaskSpec(MaskSpec):
         """``(kv_key [B, kv_len], q_bounds [B, q_len, k])`` int32, what the mask_mod reads:
         visible iff ``kv_key <= q[..., 0]`` (at-most) or ``kv_key`` is in ``[q0, q1]`` or in
         ``[q2, q3]`` (two-intervals)."""
-        return _tensors(self._kv_key, self._q_bounds, resolve_device(device))
+        return _tensors(self._kv_key, self._q_bounds.transpose(0, 2, 1), resolve_device(device))
 
     def to_dense(
         self, device: torch.device | str | None = None, *, max_bytes: int | None = None
@@ -337,7 +357,7 @@ class PromptMaskSpec(MaskSpec):
         tables = None
         if use_closed and block_kernel_available(device, num_blocks):  # CUDA: one launch
             tables = stack_block_tables([r.block_table(*bs) for r in self.relations])
-            if tables[0].shape[2] > MAX_PIECES:  # a piece per token: the torch route is faster
+            if tables[0].shape[2] > MAX_PIECES:  # many pieces a block: the torch route is faster
                 tables = None
         if tables is not None:
             block_mask = block_mask_from_tables(*tables, seq_lengths, bs, mod, device)
@@ -435,7 +455,7 @@ def _build(
     q_bounds = by_bound.transpose(0, 2, 1)  # [B, q, k], a view
 
     def factory(device: torch.device) -> MaskMod:
-        return _mod(family, *_tensors(kv_key, q_bounds, device, _BUCKET))
+        return _mod(family, *_tensors(kv_key, by_bound, device, _BUCKET))
 
     return PromptMaskSpec(
         name=name,

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -34,35 +35,49 @@ class _Row:
     length: int
     first: int  # first real (non-padding) position; == length for an all-padding row
     last: int  # last real position; -1 for an all-padding row
-    pad: np.ndarray  # [L] bool, padding (outside videos; see _check_padding)
     starts: np.ndarray  # [R] first position of each frame run
     ends: np.ndarray  # [R] last position of each frame run
     frame: np.ndarray  # [R] frame index of each run inside its video
     video_first_run: np.ndarray  # [R] the run index of the first frame of each run's video
-    run_of: np.ndarray  # [L] run index of each token, -1 for text and padding
+    run_length: np.ndarray  # [U] length of each run of equal ids (frames, text, padding)
+    run_id: np.ndarray  # [U] the id of each run of equal ids
+    frame_run: np.ndarray  # [U] each run's index among the frame runs, -1 for text and padding
 
     @property
     def video_start(self) -> np.ndarray:
         """``[R]``: the first position of each run's video."""
         return self.starts[self.video_first_run]
 
+    @cached_property
+    def padded(self) -> bool:
+        """True when the row holds padding."""
+        return bool((self.run_id == PAD).any())
+
+    def per_token(self, per_run: np.ndarray) -> np.ndarray:
+        """``[L]``: a value per run of equal ids (``[U]``), given to each of its tokens."""
+        return np.repeat(per_run, self.run_length)
+
+    def by_frame(self, per_frame_run: np.ndarray, outside: int) -> np.ndarray:
+        """``[L]``: ``per_frame_run[r]`` (``[R]``) on the tokens of frame run ``r``, ``outside``
+        on text and padding (a gather over the runs, then a repeat: no gather over the tokens)."""
+        return self.per_token(np.append(per_frame_run, outside)[self.frame_run])
+
 
 def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
     n = ids.size
-    if n and int(ids.min()) < PAD:
-        at = int(np.flatnonzero(ids < PAD)[0])
+    # Runs of equal ids: a frame is one run of its number (a video token's run ends where the
+    # id changes, to text, padding or another frame); the rest of the reading works on runs.
+    run_start = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
+    run_end = np.append(run_start[1:], n) - 1
+    run_id = ids[run_start]
+    if int(run_id.min()) < PAD:
+        at = int(run_start[np.argmax(run_id < PAD)])
         raise ValueError(
             f"frame_ids row {row} holds {int(ids[at])} at position {at}; use frame numbers >= 0, "
             f"TEXT={TEXT} or PAD={PAD}"
         )
-    # Runs of equal ids: a frame is one run of its number (a video token's run ends where the
-    # id changes, to text, padding or another frame); the rest of the reading works on runs.
-    run_start = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
-    run_end = np.append(run_start[1:], n) - 1
-    run_id = ids[run_start]
     is_frame = run_id >= 0
     starts, ends, frame = run_start[is_frame], run_end[is_frame], run_id[is_frame]
-    real = ids != PAD
     padded_runs = run_id == PAD
     if padded_runs.all():
         first, last = n, -1
@@ -75,7 +90,8 @@ def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
             f"frame_ids row {row}: the first frame at position {int(starts[0])} is numbered "
             f"{int(frame[0])}; the frames of a video are numbered 0, 1, 2, ... in sequence order"
         )
-    _check_padding(ids, real, row, starts, ends, frame, name)
+    if padded_runs.any():
+        _check_padding(ids, ids != PAD, row, starts, ends, frame, name)
     wrong = np.flatnonzero(~new_video[1:] & (frame[1:] != frame[:-1] + 1)) + 1
     if wrong.size:
         r = int(wrong[0])
@@ -87,10 +103,12 @@ def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
     video_index = np.cumsum(new_video) - 1
     first_runs = np.flatnonzero(new_video)
     # Each token's frame run (its index among the frames), -1 outside frames: one value a run.
-    frame_of_run = np.where(is_frame, np.cumsum(is_frame) - 1, -1)
-    run_of = np.repeat(frame_of_run, run_end - run_start + 1)
+    frame_run = np.where(is_frame, np.cumsum(is_frame) - 1, -1)
     video_first_run = first_runs[video_index] if frame.size else frame
-    return _Row(n, first, last, ~real, starts, ends, frame, video_first_run, run_of)
+    return _Row(
+        n, first, last, starts, ends, frame, video_first_run, run_end - run_start + 1, run_id,
+        frame_run,
+    )  # fmt: skip
 
 
 def _check_padding(
