@@ -37,6 +37,16 @@ env_line() {
   date -u +%FT%TZ
 }
 
+builds_128k() {  # run from benchmarks/: every mask's build at 128K tokens, both frame sizes
+  for p in 1560 256; do
+    timeout 100 python3 mask_build.py --seq-lens 131072 --patches $p --builders closed-form \
+      closed-form-torch compiled --masks causal-frame chunk-causal chunk-causal-window \
+      sliding-window-sinks teacher-forcing packed-causal-frame \
+      --out "$OUT/mask_build-$1-$p-h200.json" > "$OUT/build-$p.log" 2>&1
+    grep -E "closed-form" "$OUT/build-$p.log" | tail -12
+  done
+}
+
 use_fa4() {
   if [ ! -d "$SITE/flash_attn" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl || return 1
@@ -208,13 +218,7 @@ kernel)  # the one-launch block kernel: its GPU tests, the builds and prompt mas
   timeout 200 "${PYTEST[@]}" tests/test_cuda.py -k "block_kernel or closed_form_builder" 2>&1 |
     tee "$OUT/kernel-tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -8
   (cd benchmarks &&
-   for p in 1560 256; do
-     timeout 100 python3 mask_build.py --seq-lens 131072 --patches $p --builders closed-form \
-       closed-form-torch compiled --masks causal-frame chunk-causal chunk-causal-window \
-       sliding-window-sinks teacher-forcing packed-causal-frame \
-       --out "$OUT/mask_build-kernel-$p-h200.json" > "$OUT/build-$p.log" 2>&1
-     grep -E "closed-form" "$OUT/build-$p.log" | tail -12
-   done
+   builds_128k kernel
    timeout 100 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-h200.json" \
      > "$OUT/prompt.log" 2>&1
    grep -E "flexframe|transformers|attention|sdpa" "$OUT/prompt.log" | tail -12)
@@ -238,13 +242,7 @@ tables)  # after the host tables got lighter (unmeasured on a GPU when written):
    timeout 90 python3 host_tables.py --anchor-reps 5 --out "$OUT/host_tables-h200-host.json" \
      > "$OUT/host_tables.log" 2>&1
    tail -16 "$OUT/host_tables.log"
-   for p in 1560 256; do
-     timeout 100 python3 mask_build.py --seq-lens 131072 --patches $p --builders closed-form \
-       closed-form-torch compiled --masks causal-frame chunk-causal chunk-causal-window \
-       sliding-window-sinks teacher-forcing packed-causal-frame \
-       --out "$OUT/mask_build-tables-$p-h200.json" > "$OUT/build-$p.log" 2>&1
-     grep -E "closed-form" "$OUT/build-$p.log" | tail -12
-   done
+   builds_128k tables
    timeout 100 python3 prompt_masks.py --device cuda --out "$OUT/prompt_masks-tables-h200.json" \
      > "$OUT/prompt.log" 2>&1
    grep -E "flexframe|transformers" "$OUT/prompt.log" | tail -8
