@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import build_profile
 import torch
-from prompt_masks import prompt_ids
+from prompt_masks import prompt_ids, torch_route
 
 from flexframe import get_mask
-from flexframe.masks.closed_form import block_mask_from_grids
 
 TENSORS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
            "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")  # fmt: skip
@@ -42,16 +41,13 @@ def main() -> None:
         def kernel(name=name, params=params):
             return get_mask(name, frame_ids=ids, **params).block_mask("cuda")
 
-        def torch_route(name=name, params=params):
-            spec, bs = get_mask(name, frame_ids=ids, **params), (128, 128)
-            grids = spec.block_grids(bs, "cuda")
-            return block_mask_from_grids(*grids, (spec.q_len, spec.kv_len), bs,
-                                         spec.mask_mod_for("cuda"))  # fmt: skip
+        def by_torch(name=name, params=params):
+            return torch_route(get_mask(name, frame_ids=ids, **params), "cuda")
 
-        a, b = kernel(), torch_route()
+        a, b = kernel(), by_torch()
         same = all(torch.equal(getattr(a, t), getattr(b, t)) for t in TENSORS)
         print(f"{name:26s} block_mask {median_ms(kernel):.3f} ms  torch route "
-              f"{median_ms(torch_route):.3f} ms  same={same}")  # fmt: skip
+              f"{median_ms(by_torch):.3f} ms  same={same}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -54,6 +54,14 @@ MASKS = (
 )
 
 
+def torch_route(spec: Any, device: torch.device | str, bs: tuple[int, int] = (128, 128)) -> Any:
+    """A prompt spec's closed-form BlockMask by the torch route (the grids formed by torch
+    operations: the route before the block kernel, and the CPU's)."""
+    return block_mask_from_grids(
+        *spec.block_grids(bs, device), (spec.q_len, spec.kv_len), bs, spec.mask_mod_for(device)
+    )
+
+
 def prompt_ids(
     batch: int, frames: int, tokens_per_frame: int, text: tuple[int, int]
 ) -> torch.Tensor:
@@ -118,12 +126,8 @@ def build_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         extra = {"timestamps": timestamps} if name == "prompt-timestamp-causal" else {}
         return lambda: get_mask(name, frame_ids=ids, **params, **extra).block_mask(device)
 
-    def closed_torch():  # the route before the block kernel (and the CPU's): torch operations
-        spec = get_mask(MASKS[0][0], frame_ids=ids)
-        bs = (128, 128)
-        return block_mask_from_grids(
-            *spec.block_grids(bs, device), (spec.q_len, spec.kv_len), bs, spec.mask_mod_for(device)
-        )
+    def closed_torch():
+        return torch_route(get_mask(MASKS[0][0], frame_ids=ids), device)
 
     hf_flex = hf_mask(ids, "flex_attention", device)  # compiles create_block_mask once
     hf_sdpa = hf_mask(ids, "sdpa", device)

@@ -166,9 +166,25 @@ def block_mask_from_tables(
     out = torch.empty(total, dtype=torch.int32, device=device)
     with torch.cuda.device(out.device):
         _launch(tables, rows.shape, nkv, out)
-    kv_num, kv_idx, fkv_num, fkv_idx, q_num, q_idx, fq_num, fq_idx = (
-        out[at : at + int(np.prod(shape))].view(shape) for at, shape in layout
-    )
+    tensors = [out[at : at + int(np.prod(shape))].view(shape) for at, shape in layout]
+    return assemble_block_mask(seq_lengths, tensors, block_size, mask_mod)
+
+
+def assemble_block_mask(
+    seq_lengths: tuple[int, int],
+    tensors: list[torch.Tensor],
+    block_size: tuple[int, int],
+    mask_mod: _mask_mod_signature | None,
+) -> BlockMask:
+    """The ``BlockMask`` of its eight tensors, in its own order (kv side: partial counts and
+    indices, full counts and indices; then the q side's four); no ``mask_mod`` is ``noop_mask``.
+
+    Example:
+        >>> num, idx = torch.ones(1, 1, 1, dtype=torch.int32), torch.zeros(1, 1, 1, 1).int()
+        >>> assemble_block_mask((4, 4), [num, idx] * 4, (4, 4), None).kv_num_blocks.tolist()
+        [[[1]]]
+    """
+    kv_num, kv_idx, fkv_num, fkv_idx, q_num, q_idx, fq_num, fq_idx = tensors
     return BlockMask(
         seq_lengths,
         kv_num,

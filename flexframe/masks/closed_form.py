@@ -55,10 +55,11 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from torch.nn.attention.flex_attention import BlockMask, _mask_mod_signature, noop_mask
+from torch.nn.attention.flex_attention import BlockMask, _mask_mod_signature
 
 from flexframe.masks.block_kernel import (
     MAX_PIECES,
+    assemble_block_mask,
     block_kernel_available,
     block_mask_from_tables,
 )
@@ -255,30 +256,45 @@ class IntervalRelation:
             ``(partial, full)``, each a ``[ceil(Q_LEN / BLOCK_Q), ceil(KV_LEN / BLOCK_KV)]`` bool
             tensor on ``device``; a block is in at most one of them.
         """
-        key_min, key_max = self.kv_key.block_min_max_host(kv_block_size)
-        key_max_full = key_max.copy()  # a padded kv block is never full
-        if self.kv_len % kv_block_size:
-            key_max_full[-1] += _BIG
+        cols = self._kv_columns(kv_block_size)
         if self.union:
-            return self._union_grids(q_block_size, (key_min, key_max, key_max_full), device)
-        hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
-        hi_min_full = hi_min.copy()  # a padded q block is never full
-        if self.q_len % q_block_size:
-            hi_min_full[-1] -= _BIG
-        q_rows = [hi_max, hi_min_full]
-        if self.q_lo is not None:
-            q_rows += list(self.q_lo.block_min_max_host(q_block_size))
-        q_side, kv_side = _to_device(
-            np.stack(q_rows), np.stack([key_min, key_max, key_max_full]), device=device
-        )
+            return self._union_grids(q_block_size, cols, device)
+        # One interval: its table's one piece, (any_lo, any_hi, full_lo, full_hi) per q block.
+        rows = self._interval_rows(q_block_size)
+        q_side, kv_side = _to_device(rows.T, cols.T, device=device)
+        any_lo, any_hi, full_lo, full_hi = (q[:, None] for q in q_side)
         kmin, kmax, kmax_full = (k[None, :] for k in kv_side)
-        any_visible = q_side[0][:, None] >= kmin
-        all_visible = q_side[1][:, None] >= kmax_full
+        any_visible = any_hi >= kmin
+        all_visible = full_hi >= kmax_full
         if self.q_lo is not None:
-            lo_min, lo_max = q_side[2][:, None], q_side[3][:, None]
-            any_visible &= lo_min <= kmax
-            all_visible &= lo_max <= kmin
+            any_visible &= any_lo <= kmax
+            all_visible &= full_lo <= kmin
         return any_visible & ~all_visible, all_visible
+
+    def _kv_columns(self, kv_block_size: int) -> np.ndarray:
+        """``[KV_BLOCKS, 3]``: ``(key_min, key_max, key_max_full)`` of each kv block (a padded kv
+        block is never full: its ``key_max_full`` is above every bound)."""
+        cols = np.empty((-(-self.kv_len // kv_block_size), 3), dtype=np.int64)
+        cols[:, 0], cols[:, 1] = self.kv_key.block_min_max_host(kv_block_size)
+        cols[:, 2] = cols[:, 1]
+        if self.kv_len % kv_block_size:
+            cols[-1, 2] += _BIG
+        return cols
+
+    def _interval_rows(self, q_block_size: int) -> np.ndarray:
+        """One interval's ``[Q_BLOCKS, 4]``: ``(any_lo, any_hi, full_lo, full_hi)`` of each q
+        block, the union and the intersection of its rows' intervals (a padded q block is never
+        full: its ``full_hi`` is below every key)."""
+        hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
+        rows = np.empty((hi_max.size, 4), dtype=np.int64)
+        rows[:, 1], rows[:, 3] = hi_max, hi_min
+        if self.q_len % q_block_size:
+            rows[-1, 3] -= _BIG
+        if self.q_lo is None:
+            rows[:, 0::2] = -_BIG
+        else:
+            rows[:, 0], rows[:, 2] = self.q_lo.block_min_max_host(q_block_size)
+        return rows
 
     def _union_pieces(self, q_block_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The union's pieces on the host, ``P`` slots per q block:
@@ -376,10 +392,7 @@ class IntervalRelation:
         return lo, hi
 
     def _union_grids(
-        self,
-        q_block_size: int,
-        kv_bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
-        device: torch.device | str,
+        self, q_block_size: int, cols: np.ndarray, device: torch.device | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pieces, used = self._union_pieces(q_block_size)
         # The used pieces in a row, block after block, and one in front that sees nothing and
@@ -389,7 +402,7 @@ class IntervalRelation:
         ends = np.concatenate([[0], np.cumsum(used.sum(0))])
         q_side, kv_side, ends_t = _to_device(
             table[:, :, None, :],  # [4, k, 1, 1 + pieces]
-            np.stack(kv_bounds)[:, None, :, None],  # [3, 1, KV_BLOCKS, 1]
+            cols.T[:, None, :, None],  # [3, 1, KV_BLOCKS, 1]
             ends,
             device=device,
         )
@@ -427,28 +440,14 @@ class IntervalRelation:
             >>> rows.shape, cols.tolist()  # one piece of one interval per q block
             ((3, 1, 1, 4), [[0, 0, 0], [0, 1, 1], [1, 1, 1]])
         """
-        cols = np.empty((-(-self.kv_len // kv_block_size), 3), dtype=np.int64)
-        cols[:, 0], cols[:, 1] = self.kv_key.block_min_max_host(kv_block_size)
-        cols[:, 2] = cols[:, 1]
-        if self.kv_len % kv_block_size:  # a padded kv block is never full
-            cols[-1, 2] += _BIG
+        cols = self._kv_columns(kv_block_size)
         if self.union:
             pieces, used = self._union_pieces(q_block_size)
             if not used.all():
                 np.copyto(pieces, _UNUSED[:, None, None, None], where=~used)
             rows = np.ascontiguousarray(pieces.transpose(3, 2, 1, 0))  # [Q_BLOCKS, P, k, 4]
             return rows, cols
-        hi_min, hi_max = self.q_hi.block_min_max_host(q_block_size)
-        rows = np.empty((hi_max.size, 1, 1, 4), dtype=np.int64)
-        rows[:, 0, 0, 1] = hi_max
-        rows[:, 0, 0, 3] = hi_min
-        if self.q_len % q_block_size:  # a padded q block is never full
-            rows[-1, 0, 0, 3] -= _BIG
-        if self.q_lo is None:
-            rows[:, 0, 0, 0::2] = -_BIG
-        else:
-            rows[:, 0, 0, 0], rows[:, 0, 0, 2] = self.q_lo.block_min_max_host(q_block_size)
-        return rows, cols
+        return self._interval_rows(q_block_size)[:, None, None, :], cols
 
 
 def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.Tensor, ...]:
@@ -513,19 +512,8 @@ def block_mask_from_grids(
             side_num, side_idx = ordered_indices(torch.stack(side))
             num += side_num.unbind()
             idx += side_idx.unbind()
-    return BlockMask(
-        seq_lengths,
-        num[0],
-        idx[0],
-        num[1],
-        idx[1],
-        num[2],
-        idx[2],
-        num[3],
-        idx[3],
-        BLOCK_SIZE=block_size,
-        mask_mod=mask_mod if mask_mod is not None else noop_mask,
-    )
+    tensors = [t for pair in zip(num, idx, strict=True) for t in pair]  # counts, then indices
+    return assemble_block_mask(seq_lengths, tensors, block_size, mask_mod)
 
 
 def build_block_mask(

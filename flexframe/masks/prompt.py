@@ -260,7 +260,7 @@ class PromptMaskSpec(MaskSpec):
     batch_size: int = 1
     family: str = "at-most"
     _kv_key: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # [B, KV]
-    _q_bounds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # [B, Q, k]
+    _bounds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # [B, k, Q]
     _slopes: tuple[int, int] = (1, 0)  # slope of the kv key, of the q bounds
     _built: dict[Any, Any] = field(default_factory=dict, repr=False)  # dense and block masks
 
@@ -269,7 +269,7 @@ class PromptMaskSpec(MaskSpec):
         """``(kv_key [B, kv_len], q_bounds [B, q_len, k])`` int32, what the mask_mod reads:
         visible iff ``kv_key <= q[..., 0]`` (at-most) or ``kv_key`` is in ``[q0, q1]`` or in
         ``[q2, q3]`` (two-intervals)."""
-        return _tensors(self._kv_key, self._q_bounds.transpose(0, 2, 1), resolve_device(device))
+        return _tensors(self._kv_key, self._bounds, resolve_device(device))
 
     def to_dense(
         self, device: torch.device | str | None = None, *, max_bytes: int | None = None
@@ -311,9 +311,7 @@ class PromptMaskSpec(MaskSpec):
         out = []
         for b in range(self.batch_size):
             kv = _piecewise(self._kv_key[b], kv_slope)
-            k = [
-                _piecewise(self._q_bounds[b, :, i], q_slope) for i in range(self._q_bounds.shape[2])
-            ]
+            k = [_piecewise(self._bounds[b, i], q_slope) for i in range(self._bounds.shape[1])]
             if self.family == "at-most":
                 out.append(IntervalRelation(kv_key=kv, q_hi=k[0]))
             else:
@@ -452,7 +450,6 @@ def _build(
         for j, bound in enumerate(qb):
             by_bound[i, j] = bound[first_query : first_query + q]
     assert by_bound is not None
-    q_bounds = by_bound.transpose(0, 2, 1)  # [B, q, k], a view
 
     def factory(device: torch.device) -> MaskMod:
         return _mod(family, *_tensors(kv_key, by_bound, device, _BUCKET))
@@ -468,7 +465,7 @@ def _build(
         batch_size=b,
         family=family,
         _kv_key=kv_key,
-        _q_bounds=q_bounds,
+        _bounds=by_bound,
         _slopes=slopes,
     )
 

@@ -43,11 +43,6 @@ class _Row:
     run_id: np.ndarray  # [U] the id of each run of equal ids
     frame_run: np.ndarray  # [U] each run's index among the frame runs, -1 for text and padding
 
-    @property
-    def video_start(self) -> np.ndarray:
-        """``[R]``: the first position of each run's video."""
-        return self.starts[self.video_first_run]
-
     @cached_property
     def padded(self) -> bool:
         """True when the row holds padding."""
