@@ -60,18 +60,24 @@ def test_the_stacked_prompt_tables_classify_every_block_of_every_prompt(case, bl
 
 @st.composite
 def step_keys(
-    draw, length: int, cuts: list[int] | None = None
+    draw, length: int, cuts: list[int] | None = None, rising: bool = False
 ) -> tuple[PiecewiseKey, torch.Tensor]:
     """A slope-0 key on its own cuts, or on the ``cuts`` given (some repeated: empty segments;
     some at or past the length: segments no row is in), with its values per position written
-    out; the values jump anywhere (bounds need no invariant)."""
+    out; the values jump anywhere (bounds need no invariant). With ``rising``, some segments
+    (drawn) have slope 1: ``offset + t`` on them."""
     if cuts is None:
         cuts = draw(st.lists(st.integers(0, length + 3), max_size=6))
     starts = torch.tensor(sorted([0, *cuts]), dtype=torch.int64)
-    offsets = torch.tensor(draw(st.lists(st.integers(-3, 12), min_size=starts.numel(),
-                                         max_size=starts.numel())), dtype=torch.int64)  # fmt: skip
+    s = starts.numel()
+    offsets = torch.tensor(draw(st.lists(st.integers(-3 - length, 12), min_size=s, max_size=s)),
+                           dtype=torch.int64)  # fmt: skip
     segment = torch.searchsorted(starts, torch.arange(length), right=True) - 1
-    return PiecewiseKey(starts, offsets, 0, length), offsets[segment]
+    if not rising:
+        return PiecewiseKey(starts, offsets, 0, length), offsets[segment]
+    slope = torch.tensor(draw(st.lists(st.integers(0, 1), min_size=s, max_size=s)))
+    values = offsets[segment] + slope[segment] * torch.arange(length)
+    return PiecewiseKey(starts, offsets, slope, length), values
 
 
 @st.composite
@@ -79,7 +85,8 @@ def unions(draw):
     """A relation of two or three intervals on bounds of their own segments or of one shared
     segmentation (the bounds of frame and chunk masks share theirs), and its dense form written
     from the definition: ``visible(q, kv)`` iff ``lo_m(q) <= key(kv) <= hi_m(q)`` for an
-    interval ``m``."""
+    interval ``m``. Upper bounds may rise with the position on some segments (a prompt's text
+    sees up to itself)."""
     q_len, kv_len = draw(st.integers(1, 30)), draw(st.integers(1, 30))
     steps = draw(st.lists(st.integers(0, 1), min_size=kv_len - 1, max_size=kv_len - 1))
     key_values = torch.tensor([0, *steps], dtype=torch.int64).cumsum(0)  # rises by 0 or 1
@@ -90,7 +97,7 @@ def unions(draw):
         shared = draw(cuts.filter(lambda c: 0 not in c) | st.lists(st.integers(0, q_len + 3)))
     intervals, dense = [], torch.zeros(q_len, kv_len, dtype=torch.bool)
     for _ in range(draw(st.integers(2, 3))):
-        hi, hi_values = draw(step_keys(q_len, shared))
+        hi, hi_values = draw(step_keys(q_len, shared, rising=draw(st.booleans())))
         lo, lo_values = draw(step_keys(q_len, shared)) if draw(st.booleans()) else (None, None)
         intervals.append(Interval(hi=hi, lo=lo))
         inside = key_values[None, :] <= hi_values[:, None]
@@ -115,6 +122,33 @@ def test_a_union_on_any_segments_classifies_every_block_as_the_definition(case, 
     bm = block_mask_from_grids(*grids, dense.shape, block_size, None)
     got_partial, got_full = block_mask_grids(bm)
     assert torch.equal(got_partial, want_partial) and torch.equal(got_full, want_full)
+
+
+def test_a_union_refuses_a_lower_bound_that_rises():
+    # A rising lower bound would shrink its interval along a piece: the first and last rows would
+    # no longer decide a block.
+    key = PiecewiseKey.position(4)
+    with pytest.raises(ValueError, match="lower bounds of a union"):
+        IntervalRelation(key, key, key, union=(Interval(hi=PiecewiseKey.constant(4, 0)),))
+
+
+@pytest.mark.parametrize(
+    ("slope", "match"),
+    [(2, "slope must be 0 or 1"), (True, "slope must be 0 or 1"),
+     (torch.tensor([0, 1]), r"shape \(1,\)")],
+)  # fmt: skip
+def test_a_key_refuses_a_slope_other_than_0_or_1(slope, match):
+    with pytest.raises(ValueError, match=match):
+        PiecewiseKey(torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), slope, 3)
+
+
+def test_a_key_with_a_slope_per_segment_evaluates_and_bounds_its_blocks_as_written():
+    # 0 1 2 | 7 7 7 | 3 4: rising, constant, rising (not monotone: its blocks' extremes by pieces).
+    starts, offsets = torch.tensor([0, 3, 6]), torch.tensor([0, 7, -3])
+    key = PiecewiseKey(starts, offsets, torch.tensor([1, 0, 1]), 8)
+    assert key.evaluate(torch.arange(8)).tolist() == [0, 1, 2, 7, 7, 7, 3, 4]
+    assert [t.tolist() for t in key.block_min_max(4)] == [[0, 3], [7, 7]]
+    assert not key.monotone
 
 
 def test_the_block_kernel_is_refused_off_cuda_with_the_route_to_take():

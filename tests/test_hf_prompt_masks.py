@@ -202,15 +202,35 @@ def test_a_prompts_text_is_one_piece_of_the_block_tables_not_one_a_token():
     # Text under a sliding window sees [the row's first token, itself]: intervals that only
     # grow, so a block of text is one piece of the tables the CUDA kernel reads (a piece a token
     # made them too large for it), and the tables still classify every block as the rule does.
-    ids = torch.tensor([[TEXT] * 300 + [0] * 40 + [1] * 40 + [2] * 40 + [TEXT] * 100])
+    ids = torch.tensor([[TEXT] * 300 + [0] * 70 + [1] * 70 + [2] * 70 + [TEXT] * 100])
     spec = get_mask("prompt-sliding-window", frame_ids=ids, window_size=1, sink_frames=1)
     rows, cols = spec.relations[0].block_table(64, 64)
-    assert rows.shape[1] <= 2  # pieces a block: text, or a boundary between two runs
+    assert rows.shape[1] <= 2  # pieces a block: text, or a boundary between two runs (frames
+    # of 70 tokens: at most one boundary in a block of 64)
     partial, full = grids_from_tables(torch.from_numpy(rows), torch.from_numpy(cols))
     want_partial, want_full = expected_block_grids(
         reference(ids, spec.name, window_size=1, sink_frames=1)[0], 64, 64
     )
     assert torch.equal(partial, want_partial) and torch.equal(full, want_full)
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [("prompt-causal-frame", {}), ("prompt-sliding-window", {"window_size": 1, "sink_frames": 1}),
+     ("prompt-timestamp-causal", {"timestamps": [2, 0, 1], "within_frame": "full"}),
+     ("prompt-timestamp-causal", {"timestamps": [2, 0, 1], "within_frame": "causal"})],
+)  # fmt: skip
+def test_a_prompts_relations_hold_a_segment_a_run_not_a_token(family, params):
+    # 600 text tokens, 3 frames (a timestamp text between two of them), 200 text, right padding:
+    # 8 runs of equal ids. The relations' keys and bounds are stated run by run (the closed
+    # form's work grows with the runs, not the tokens), and still give torch's blocks.
+    row = [TEXT] * 600 + [0] * 50 + [TEXT] * 3 + [1] * 50 + [2] * 50 + [TEXT] * 200 + [PAD] * 7
+    ids = torch.tensor([row])
+    spec = get_mask(family, frame_ids=ids, q_len=900, **params)  # the last 900 positions
+    relation = spec.relations[0]
+    keys = [relation.kv_key] + [b for iv in relation.intervals for b in (iv.lo, iv.hi) if b]
+    assert max(key.starts.numel() for key in keys) <= 8
+    assert_closed_form_is_torchs(spec, (64, 64))
 
 
 @pytest.mark.parametrize("block_size", [2, 4, (4, 2), 3])

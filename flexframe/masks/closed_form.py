@@ -27,14 +27,15 @@ block column's keys are the whole integer range ``[key_min, key_max]``, and
   intervals over a block row is one interval when consecutive rows' intervals overlap or touch,
   which each two-sided mask states where it builds its relation; a one-sided relation (no lower
   bound) needs nothing;
-- with several intervals (a union), per *piece*, a maximal run of rows inside one block on which
-  every bound is constant (bounds of slope 0): some pair is visible iff one interval meets the
-  range, all are iff one connected part of the intervals' union holds it; a block row is full iff
-  all its pieces are, and has a visible pair iff one of them does. No invariant on the rows.
+- with several intervals (a union), per *piece*, a maximal run of rows inside one block and one
+  segment of every bound (lower bounds constant there, upper bounds constant or rising by one a
+  row): on a piece every interval only grows, so each row's union of intervals holds the one
+  before it, and some pair is visible iff the piece's last row sees one, all are iff one
+  connected part of its first row's union holds the range; a block row is full iff all its
+  pieces are, and has a visible pair iff one of them does. No invariant on the rows.
   Consecutive pieces on which every interval only grows (``lo`` never rises and ``hi`` never
   falls, or the interval was empty before: text tokens that see up to themselves) make one
-  piece: each row's union holds the one before it, so the last row decides "some pair" and the
-  first row decides "all pairs".
+  piece by the same argument.
 
 Work and memory are O(segments + blocks): the bounds per block and per piece are worked out on
 the host (one entry each), O(Q_BLOCKS * KV_BLOCKS) work forms the grids on the device. A union's
@@ -72,12 +73,14 @@ _POS_INF, _NEG_INF = np.iinfo(np.int64).max, np.iinfo(np.int64).min  # beyond ke
 class PiecewiseKey:
     """An integer key over positions ``0 .. length-1``, affine on each segment.
 
-    ``key(t) = offsets[s] + slope * t`` for ``t`` in segment ``s = [starts[s], starts[s+1])``.
+    ``key(t) = offsets[s] + slope[s] * t`` for ``t`` in segment ``s = [starts[s], starts[s+1])``.
 
     Attributes:
         starts: ``[S]`` int64, first position of each segment; ``starts[0] == 0``, ascending.
         offsets: ``[S]`` int64, the key's offset on each segment.
-        slope: 0 (constant on a segment) or 1 (increases with the position).
+        slope: 0 (constant on every segment) or 1 (increases with the position on every
+            segment), or a ``[S]`` int64 tensor of 0s and 1s, one per segment (a prompt's text
+            rises with the position where its frames are constant).
         length: number of positions.
 
     Example:
@@ -88,11 +91,23 @@ class PiecewiseKey:
 
     starts: torch.Tensor
     offsets: torch.Tensor
-    slope: int
+    slope: int | torch.Tensor
     length: int
     _bounds: dict[int, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.slope, torch.Tensor):
+            if self.slope.shape != self.starts.shape:
+                raise ValueError(
+                    f"slope must be 0, 1 or one value per segment (shape "
+                    f"{tuple(self.starts.shape)}), got a tensor of shape {tuple(self.slope.shape)}"
+                )
+        elif isinstance(self.slope, bool) or self.slope not in (0, 1):
+            raise ValueError(
+                f"slope must be 0 or 1 (or a tensor of them, one per segment), got {self.slope!r}"
+            )
 
     @staticmethod
     def per_frame(frame_values: torch.Tensor, num_patches_per_frame: int) -> PiecewiseKey:
@@ -102,6 +117,33 @@ class PiecewiseKey:
         return PiecewiseKey(
             starts, frame_values.to(torch.int64), 0, num_frames * num_patches_per_frame
         )
+
+    @staticmethod
+    def from_numpy(
+        starts: np.ndarray, offsets: np.ndarray, slope: np.ndarray | int, length: int
+    ) -> PiecewiseKey:
+        """The key of int64 NumPy ``starts``, ``offsets`` and ``slope`` (an int or ``[S]``), which
+        it shares and makes read-only: the builder reads them as they are (no round trip through
+        torch).
+
+        Example:
+            >>> starts, offsets, slope = np.array([0, 2]), np.array([5, 0]), np.array([0, 1])
+            >>> key = PiecewiseKey.from_numpy(starts, offsets, slope, length=4)
+            >>> key.evaluate(torch.arange(4)).tolist()
+            [5, 5, 2, 3]
+        """
+        arrays = [np.asarray(a, dtype=np.int64) for a in (starts, offsets)]
+        slope_t: int | torch.Tensor = (
+            slope if isinstance(slope, int) else torch.from_numpy(np.asarray(slope, dtype=np.int64))
+        )
+        starts_t, offsets_t = (torch.from_numpy(a) for a in arrays)
+        key = PiecewiseKey(starts_t, offsets_t, slope_t, length)
+        for array in arrays:
+            array.flags.writeable = False
+        key.__dict__["host"] = tuple(arrays)  # what the cached properties would compute
+        if not isinstance(slope_t, int):
+            key.__dict__["host_slope"] = key._checked_slope(slope_t.numpy())
+        return key
 
     @staticmethod
     def position(length: int, offset: int = 0) -> PiecewiseKey:
@@ -127,14 +169,41 @@ class PiecewiseKey:
         return arrays  # type: ignore[return-value]
 
     @cached_property
+    def host_slope(self) -> np.ndarray | int:
+        """The slope as the builder reads it: one int for every segment, or ``[S]`` int64."""
+        if not isinstance(self.slope, torch.Tensor):
+            return self.slope
+        return self._checked_slope(np.asarray(self.slope.cpu().numpy(), dtype=np.int64))
+
+    @staticmethod
+    def _checked_slope(slope: np.ndarray) -> np.ndarray:
+        if ((slope != 0) & (slope != 1)).any():
+            raise ValueError(
+                f"slope must hold 0s and 1s, got {sorted(set(slope.tolist()) - {0, 1})[:3]}"
+            )
+        slope.flags.writeable = False
+        return slope
+
+    @cached_property
+    def rises(self) -> bool:
+        """True when the key has slope 1 on some segment."""
+        slope = self.host_slope
+        return bool(slope.any()) if isinstance(slope, np.ndarray) else slope == 1
+
+    @cached_property
     def monotone(self) -> bool:
         """True when the key never decreases along the positions (then a block's extremes are
         its first and last position)."""
         starts, offsets = self.host
-        ends = np.append(starts[1:], self.length) - 1
-        last_of_segment = offsets + self.slope * ends
-        first_of_next = offsets[1:] + self.slope * starts[1:]
-        return bool((last_of_segment[:-1] <= first_of_next).all())
+        slope = self.host_slope
+        ends = np.minimum(np.append(starts[1:], self.length), self.length) - 1
+        held = ends >= starts  # segments that hold a position (starts may repeat)
+        if not held.all():
+            starts, offsets, ends = starts[held], offsets[held], ends[held]
+            slope = slope if isinstance(slope, int) else slope[held]
+        first = offsets + slope * starts
+        last = offsets + slope * ends
+        return bool((last[:-1] <= first[1:]).all())
 
     def evaluate(self, positions: torch.Tensor) -> torch.Tensor:
         """The key at each of ``positions`` (any shape, values in ``[0, length)``)."""
@@ -144,8 +213,11 @@ class PiecewiseKey:
     def evaluate_host(self, positions: np.ndarray) -> np.ndarray:
         """:meth:`evaluate` on int64 NumPy positions."""
         starts, offsets = self.host
+        slope = self.host_slope
         segment = np.searchsorted(starts, positions, side="right") - 1
-        return offsets[segment] + self.slope * positions
+        if isinstance(slope, int):
+            return offsets[segment] + slope * positions
+        return offsets[segment] + slope[segment] * positions
 
     def block_min_max(
         self, block_size: int, device: torch.device | str = "cpu"
@@ -212,8 +284,8 @@ class IntervalRelation:
     """``visible(q, kv)`` iff ``kv_key(kv)`` lies in one of the query's intervals.
 
     ``IntervalRelation(kv_key, q_hi, q_lo)`` is one interval; ``union`` adds more (each a
-    :class:`Interval`, whose bounds must have slope 0). See the module docstring for the
-    invariants.
+    :class:`Interval`; in a union every lower bound has slope 0, an upper bound slope 0 or 1 on
+    each segment). See the module docstring for the invariants.
 
     Example:
         >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
@@ -230,9 +302,11 @@ class IntervalRelation:
     def __post_init__(self) -> None:
         if self.union:
             for interval in self.intervals:
-                for bound in (interval.hi, interval.lo):
-                    if bound is not None and bound.slope != 0:
-                        raise ValueError("the bounds of a union of intervals must have slope 0")
+                if interval.lo is not None and interval.lo.rises:
+                    raise ValueError(
+                        "the lower bounds of a union of intervals must have slope 0 (an upper "
+                        "bound may rise with the position: its interval then only grows)"
+                    )
 
     @property
     def intervals(self) -> tuple[Interval, ...]:
@@ -307,11 +381,12 @@ class IntervalRelation:
         its pieces' ``full_lo`` is above every key. (Slots first: NumPy is several times slower
         on arrays whose innermost dimension is short.)
 
-        A piece is a run of rows in one block on which every bound is constant, or a run of such
-        runs on which every interval only grows (its ``lo`` never rises, its ``hi`` never falls,
-        e.g. text tokens that see up to themselves). On such a run the rows' unions of intervals
-        are nested, so some pair is visible iff the last row sees one, and all are iff the first
-        row sees all: the two rows the table keeps.
+        A piece is a run of rows in one block and one segment of every bound (``lo`` constant,
+        ``hi`` constant or rising), or a run of such runs on which every interval only grows
+        (its ``lo`` never rises, its ``hi`` never falls, e.g. text tokens that see up to
+        themselves). On such a run the rows' unions of intervals are nested, so some pair is
+        visible iff the last row sees one, and all are iff the first row sees all: the two rows
+        the table keeps.
         """
         bounds = [b for iv in self.intervals for b in (iv.lo, iv.hi) if b is not None]
         segments = {b.host[0].tobytes(): b.host[0] for b in bounds}  # bounds often share them
@@ -328,16 +403,29 @@ class IntervalRelation:
             slots = np.arange(1 + int(inside.max()))[:, None]
             used = slots <= inside
             segment = np.minimum(first - 1 + slots, starts.size - 1)
-            lo, hi = self._bound_values({starts.tobytes(): segment})
+            rows = None
+            if any(b.rises for b in bounds):  # the pieces' first and last rows
+                block_end = np.minimum(block_starts + q_block_size, self.q_len)
+                segment_end = np.append(starts[1:], self.q_len)[segment]
+                first_row = np.maximum(starts[segment], block_starts)
+                rows = (first_row, np.minimum(segment_end, block_end) - 1)
+            lo, hi, hi_last = self._bound_values({starts.tobytes(): segment}, rows)
+            if hi_last is not None:  # a rising upper bound: its interval grows along the piece
+                last = (lo, hi_last)
         else:  # cut the blocks at every segment start of every bound, then join growing runs
             piece_first, first_piece = _pieces(
                 np.concatenate(list(segments.values())), self.q_len, q_block_size
             )
-            lo, hi = self._bound_values(
-                {k: np.searchsorted(s, piece_first, side="right") - 1 for k, s in segments.items()}
-            )  # [k, pieces]
-            grows = ((lo[:, 1:] <= lo[:, :-1]) & (hi[:, 1:] >= hi[:, :-1])) | (
-                lo[:, :-1] > hi[:, :-1]  # an empty interval grows into any
+            rows = None
+            if any(b.rises for b in bounds):
+                rows = (piece_first, np.append(piece_first[1:], self.q_len) - 1)
+            lo, hi, hi_last = self._bound_values(
+                {k: np.searchsorted(s, piece_first, side="right") - 1 for k, s in segments.items()},
+                rows,
+            )  # [k, pieces], on each piece's first row (and hi on its last row)
+            hi_end = hi if hi_last is None else hi_last
+            grows = ((lo[:, 1:] <= lo[:, :-1]) & (hi[:, 1:] >= hi_end[:, :-1])) | (
+                lo[:, :-1] > hi_end[:, :-1]  # an empty interval grows into any
             )
             joined = np.append(False, grows.all(0))
             joined[first_piece] = False  # a piece never crosses a block
@@ -352,7 +440,7 @@ class IntervalRelation:
             at_first = np.zeros(used.shape, dtype=np.int64)
             at_last = np.zeros(used.shape, dtype=np.int64)
             at_first[slot, block], at_last[slot, block] = run_first, run_last
-            last = (lo[:, at_last], hi[:, at_last])
+            last = (lo[:, at_last], hi_end[:, at_last])
             lo, hi = lo[:, at_first], hi[:, at_first]
         k = len(self.intervals)
         table = np.empty((4, k, *used.shape), dtype=np.int64)
@@ -379,17 +467,32 @@ class IntervalRelation:
             part_lo[..., -1] = _BIG
         return table, used
 
-    def _bound_values(self, segment_of: dict[bytes, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(lo, hi)`` ``[k, *shape]``: each interval's bounds at the segments ``segment_of``
-        names (an array of one shape per segmentation); no lower bound is ``-_BIG``."""
+    def _bound_values(
+        self,
+        segment_of: dict[bytes, np.ndarray],
+        rows: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(lo, hi, hi_last)`` ``[k, *shape]``: each interval's bounds at the pieces whose
+        segments ``segment_of`` names (an array of one shape per segmentation); no lower bound
+        is ``-_BIG``. With ``rows`` (each piece's first and last row), ``hi`` is on the first
+        row and ``hi_last`` on the last (upper bounds may rise); without, every bound has slope
+        0 and ``hi_last`` is None."""
         shape = next(iter(segment_of.values())).shape
         lo = np.full((len(self.intervals), *shape), -_BIG, dtype=np.int64)
         hi = np.empty_like(lo)
+        hi_last = None if rows is None else np.empty_like(lo)
         for m, iv in enumerate(self.intervals):  # slope 0: a bound's value is its offset
-            hi[m] = iv.hi.host[1][segment_of[iv.hi.host[0].tobytes()]]
+            segment = segment_of[iv.hi.host[0].tobytes()]
+            hi[m] = iv.hi.host[1][segment]
+            if hi_last is not None:
+                assert rows is not None
+                slope = iv.hi.host_slope
+                slope = slope if isinstance(slope, int) else slope[segment]
+                hi_last[m] = hi[m] + slope * rows[1]
+                hi[m] += slope * rows[0]
             if iv.lo is not None:
                 lo[m] = iv.lo.host[1][segment_of[iv.lo.host[0].tobytes()]]
-        return lo, hi
+        return lo, hi, hi_last
 
     def _union_grids(
         self, q_block_size: int, cols: np.ndarray, device: torch.device | str

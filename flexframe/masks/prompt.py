@@ -35,7 +35,10 @@ the last ``q_len`` (decoding with a KV cache); a static cache, whose empty slots
 tokens, gives ``q_start``. The mask_mod reads per-token tensors (``kv_key[b, kv_idx]``,
 ``q_*[b, q_idx]``): in range at text positions and under a cache offset, one code object for
 every prompt of a family (one compiled kernel). The BlockMask is built in closed form (an
-``IntervalRelation`` per row), equal to torch's ``create_block_mask`` tensor for tensor.
+``IntervalRelation`` per row), equal to torch's ``create_block_mask`` tensor for tensor. Every
+key and bound is constant or the position itself on each run of equal ids (a frame, a stretch
+of text, padding), so the relations are stated run by run: the closed form's work is
+O(runs + blocks) a row, and only the mask_mod's tensors are written token by token.
 """
 
 from __future__ import annotations
@@ -80,18 +83,7 @@ PROMPT_MASKS = ("prompt-causal-frame", "prompt-sliding-window", "prompt-timestam
 """The registered prompt masks (they take ``frame_ids``, not frame counts)."""
 
 
-# -- per-token keys and bounds --------------------------------------------------------------------
-def _piecewise(values: np.ndarray, slope: int) -> PiecewiseKey:
-    """The PiecewiseKey of per-position ``values`` (slope 0 or 1): one segment per change."""
-    base = values if slope == 0 else values - _positions(values.size)
-    # (a flatnonzero of a bool array: of an int64 diff it is several times slower)
-    cuts = np.flatnonzero(base[1:] != base[:-1]) + 1
-    starts = np.concatenate([np.zeros(1, dtype=np.int64), cuts])
-    return PiecewiseKey(
-        torch.from_numpy(starts), torch.from_numpy(base[starts]), slope, values.size
-    )
-
-
+# -- keys and bounds, run by run ------------------------------------------------------------------
 _POSITIONS = np.arange(0, dtype=np.int64)
 
 
@@ -106,31 +98,69 @@ def _positions(n: int) -> np.ndarray:
     return _POSITIONS[:n]
 
 
-def _position_key(row: _Row, *, left_pad_below: bool) -> np.ndarray:
+@dataclass(frozen=True)
+class _RunKey:
+    """A key or bound over a row, ``offset[u] + slope[u] * t`` at each position ``t`` of run
+    ``u`` (the row's runs of equal ids): every prompt key is constant or the position itself on
+    each run, so the closed form reads it run by run and only the mask_mod's tensors need it
+    token by token."""
+
+    offset: np.ndarray  # [U] int64
+    slope: np.ndarray | int  # [U] int64 of 0s and 1s, or one for every run
+
+    def per_token(self, row: _Row) -> np.ndarray:
+        """``[L]`` int64: the value at every position of the row."""
+        values = row.per_token(self.offset)
+        if isinstance(self.slope, np.ndarray):
+            rising = np.flatnonzero(self.slope)
+            if rising.size > 64:  # many rising runs: one pass over the tokens
+                values += _positions(row.length) * row.per_token(self.slope)
+            else:  # a few (text between videos): their positions only
+                ends = row.run_start + row.run_length
+                for a, z in zip(row.run_start[rising].tolist(), ends[rising].tolist(), strict=True):
+                    values[a:z] += _positions(z)[a:]
+        elif self.slope:
+            values += _positions(row.length)
+        return values
+
+    def piecewise(self, row: _Row, start: int, length: int) -> PiecewiseKey:
+        """The key on positions ``start .. start + length - 1`` of the row, as positions
+        ``0 .. length - 1``: one segment per run."""
+        offset, slope, run_start = self.offset, self.slope, row.run_start
+        if start or length != row.length:
+            keep = (run_start + row.run_length > start) & (run_start < start + length)
+            run_start = np.maximum(run_start[keep] - start, 0)
+            slope = slope[keep] if isinstance(slope, np.ndarray) else slope
+            offset = offset[keep] + slope * start
+        return PiecewiseKey.from_numpy(run_start, offset, slope, length)
+
+
+def _position_key(row: _Row, *, left_pad_below: bool) -> _RunKey:
     """The position of each real token; padding beyond every bound: above all of them, or, for
     two-sided relations (whose bounds start at the first real token), below them at the left
     end of the row. A block column's keys then stay a run of integers with, at most, a gap no
     interval's bounds fall in (the closed form's exactness, see ``closed_form``): padding after
     the last video token only precedes text, whose intervals start at the row's first token."""
-    key = _positions(row.length).copy()
-    if row.padded:
-        key += row.per_token((row.run_id == PAD) * _BIG)
+    offset = (row.run_id == PAD) * _BIG
     if left_pad_below:
-        key[: row.first] -= 2 * _BIG
-    return key
+        offset -= (row.run_start < row.first) * (2 * _BIG)
+    return _RunKey(offset, 1)
 
 
-_Keys = tuple[np.ndarray, tuple[np.ndarray, ...], tuple[int, int]]
+_Keys = tuple[_RunKey, tuple[_RunKey, ...]]
+
+
+def _up_to_frame_end(row: _Row) -> _RunKey:
+    # A video token's bound is its frame's last position, a text (or padding) token's its own.
+    return _RunKey(row.by_run(row.ends, 0), (row.frame_run < 0).astype(np.int64))
 
 
 def _causal_frame_keys(row: _Row) -> _Keys:
-    # A video token's bound is its frame's last position, a text token's its own: the larger.
-    hi = np.maximum(_positions(row.length), row.by_frame(row.ends, -1))
-    return _position_key(row, left_pad_below=False), (hi,), (1, 0)
+    return _position_key(row, left_pad_below=False), (_up_to_frame_end(row),)
 
 
 def _window_keys(row: _Row, window: int, sinks: int) -> _Keys:
-    # Per frame run, then to the tokens by run. Text: [row.first, itself] and an empty second
+    # Per frame run, then to the runs of the row. Text: [row.first, itself] and an empty second
     # interval.
     runs = np.arange(row.starts.size)
     first_run = row.video_first_run
@@ -140,12 +170,12 @@ def _window_keys(row: _Row, window: int, sinks: int) -> _Keys:
     else:
         hi2 = row.starts[first_run] - 1
     bounds = (
-        row.by_frame(lo1, row.first),
-        np.maximum(_positions(row.length), row.by_frame(row.ends, -1)),  # a frame's end is
-        row.by_frame(np.full(runs.size, row.first, dtype=np.int64), _BIG),  # past its tokens
-        row.by_frame(hi2, -_BIG),
+        _RunKey(row.by_run(lo1, row.first), 0),
+        _up_to_frame_end(row),  # a frame's end is past its tokens
+        _RunKey(row.by_run(np.full(runs.size, row.first, dtype=np.int64), _BIG), 0),
+        _RunKey(row.by_run(hi2, -_BIG), 0),
     )
-    return _position_key(row, left_pad_below=True), bounds, (1, 0)
+    return _position_key(row, left_pad_below=True), bounds
 
 
 def _timestamp_keys(row: _Row, times: np.ndarray, within_frame: str) -> _Keys:
@@ -154,30 +184,33 @@ def _timestamp_keys(row: _Row, times: np.ndarray, within_frame: str) -> _Keys:
     (by frame timestamp, then by position for ``within_frame="causal"``), so every key of a video
     stays inside its span and the order with the tokens around it is kept. Text between two
     frames of a video takes the timestamp of the frame after it."""
-    key = _positions(row.length).copy()
-    slope = 1 if within_frame == "causal" else 0
+    offset = np.zeros(row.run_id.size, dtype=np.int64)  # outside videos: the position
+    full = within_frame == "full"
+    slope = np.ones(row.run_id.size, dtype=np.int64) if full else 1
+    frame_runs = np.flatnonzero(row.frame_run >= 0)  # the run index of each frame run
     first_runs = np.flatnonzero(row.frame == 0)  # each video's first and last frame run
     last_runs = np.append(first_runs[1:], row.frame.size)[: first_runs.size] - 1
     for a, z in zip(first_runs.tolist(), last_runs.tolist(), strict=True):
-        start, end = int(row.starts[a]), int(row.ends[z])
+        start = int(row.starts[a])
         # A frame's group: its tokens and the text inside the video just before it (which
-        # takes the frame's timestamp); the groups tile the video.
+        # takes the frame's timestamp); the groups tile the video, and so do its runs.
         ends = row.ends[a : z + 1]
         group_start = np.append(start, ends[:-1] + 1)
-        length = ends - group_start + 1
         group_times = times[a : z + 1]
-        if within_frame == "full":  # one key per distinct timestamp, in time order
+        ua, uz = int(frame_runs[a]), int(frame_runs[z])
+        group = np.searchsorted(frame_runs[a : z + 1], np.arange(ua, uz + 1))  # of each run
+        if full:  # one key per distinct timestamp, in time order
             rank = np.unique(group_times, return_inverse=True)[1].reshape(-1)
-            key[start : end + 1] = np.repeat(start + rank, length)
+            offset[ua : uz + 1] = start + rank[group]
+            slope[ua : uz + 1] = 0  # type: ignore[index]
         else:  # by timestamp, then by position: the groups in that order, keys consecutive
+            length = ends - group_start + 1
             order = np.argsort(group_times, kind="stable")
             moved = np.empty_like(group_start)
             moved[order] = start + np.cumsum(length[order]) - length[order]
-            key[start : end + 1] += np.repeat(moved - group_start, length)
-    hi, kv = key.copy(), key
-    if row.padded:
-        kv += row.per_token((row.run_id == PAD) * _BIG)
-    return kv, (hi,), (slope, slope)
+            offset[ua : uz + 1] = (moved - group_start)[group]
+    kv_offset = offset + (row.run_id == PAD) * _BIG if row.padded else offset
+    return _RunKey(kv_offset, slope), (_RunKey(offset, slope),)
 
 
 # -- the mask_mods: one code object per family ----------------------------------------------------
@@ -261,7 +294,7 @@ class PromptMaskSpec(MaskSpec):
     family: str = "at-most"
     _kv_key: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # [B, KV]
     _bounds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # [B, k, Q]
-    _slopes: tuple[int, int] = (1, 0)  # slope of the kv key, of the q bounds
+    _runs: tuple[tuple[_Row, _RunKey, tuple[_RunKey, ...]], ...] = ()  # each row's keys by run
     _built: dict[Any, Any] = field(default_factory=dict, repr=False)  # dense and block masks
 
     # -- the forms ---------------------------------------------------------------------------
@@ -307,11 +340,11 @@ class PromptMaskSpec(MaskSpec):
     @cached_property
     def relations(self) -> tuple[IntervalRelation, ...]:
         """One closed-form relation per row (over the queries, ``q_len`` of them)."""
-        kv_slope, q_slope = self._slopes
+        first_query = self.params["q_start"]
         out = []
-        for b in range(self.batch_size):
-            kv = _piecewise(self._kv_key[b], kv_slope)
-            k = [_piecewise(self._bounds[b, i], q_slope) for i in range(self._bounds.shape[1])]
+        for row, kv_run, bound_runs in self._runs:
+            kv = kv_run.piecewise(row, 0, row.length)
+            k = [bound.piecewise(row, first_query, self.q_len) for bound in bound_runs]
             if self.family == "at-most":
                 out.append(IntervalRelation(kv_key=kv, q_hi=k[0]))
             else:
@@ -433,22 +466,23 @@ def _build(
     host = ids.numpy()
     rows = [_read_row(host[i], i, name) for i in range(b)]
     times = _per_run_times(timestamps, rows) if name == "prompt-timestamp-causal" else None
-    slopes = (1, 0)
     kv_key = np.empty((b, n), dtype=np.int64)
-    by_bound: np.ndarray | None = None  # [B, k, q]: each bound contiguous (what the relations read)
+    by_bound: np.ndarray | None = None  # [B, k, q]: each bound contiguous
+    runs = []
     for i, row in enumerate(rows):
         if name == "prompt-causal-frame":
-            kv, qb, slopes = _causal_frame_keys(row)
+            kv, qb = _causal_frame_keys(row)
         elif name == "prompt-sliding-window":
-            kv, qb, slopes = _window_keys(row, params["window_size"], params.get("sink_frames", 0))
+            kv, qb = _window_keys(row, params["window_size"], params.get("sink_frames", 0))
         else:
             assert times is not None
-            kv, qb, slopes = _timestamp_keys(row, times[i], params["within_frame"])
+            kv, qb = _timestamp_keys(row, times[i], params["within_frame"])
         if by_bound is None:
             by_bound = np.empty((b, len(qb), q), dtype=np.int64)
-        kv_key[i] = kv
+        kv_key[i] = kv.per_token(row)
         for j, bound in enumerate(qb):
-            by_bound[i, j] = bound[first_query : first_query + q]
+            by_bound[i, j] = bound.per_token(row)[first_query : first_query + q]
+        runs.append((row, kv, qb))
     assert by_bound is not None
 
     def factory(device: torch.device) -> MaskMod:
@@ -466,7 +500,7 @@ def _build(
         family=family,
         _kv_key=kv_key,
         _bounds=by_bound,
-        _slopes=slopes,
+        _runs=tuple(runs),
     )
 
 

@@ -39,7 +39,8 @@ class _Row:
     ends: np.ndarray  # [R] last position of each frame run
     frame: np.ndarray  # [R] frame index of each run inside its video
     video_first_run: np.ndarray  # [R] the run index of the first frame of each run's video
-    run_length: np.ndarray  # [U] length of each run of equal ids (frames, text, padding)
+    run_start: np.ndarray  # [U] first position of each run of equal ids (frames, text, padding)
+    run_length: np.ndarray  # [U] length of each run of equal ids
     run_id: np.ndarray  # [U] the id of each run of equal ids
     frame_run: np.ndarray  # [U] each run's index among the frame runs, -1 for text and padding
 
@@ -52,10 +53,10 @@ class _Row:
         """``[L]``: a value per run of equal ids (``[U]``), given to each of its tokens."""
         return np.repeat(per_run, self.run_length)
 
-    def by_frame(self, per_frame_run: np.ndarray, outside: int) -> np.ndarray:
-        """``[L]``: ``per_frame_run[r]`` (``[R]``) on the tokens of frame run ``r``, ``outside``
-        on text and padding (a gather over the runs, then a repeat: no gather over the tokens)."""
-        return self.per_token(np.append(per_frame_run, outside)[self.frame_run])
+    def by_run(self, per_frame_run: np.ndarray, outside: int) -> np.ndarray:
+        """``[U]``: ``per_frame_run[r]`` (``[R]``) at frame run ``r``, ``outside`` at the runs of
+        text and padding."""
+        return np.append(per_frame_run, outside)[self.frame_run]
 
 
 def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
@@ -101,8 +102,8 @@ def _read_row(ids: np.ndarray, row: int, name: str = "") -> _Row:
     frame_run = np.where(is_frame, np.cumsum(is_frame) - 1, -1)
     video_first_run = first_runs[video_index] if frame.size else frame
     return _Row(
-        n, first, last, starts, ends, frame, video_first_run, run_end - run_start + 1, run_id,
-        frame_run,
+        n, first, last, starts, ends, frame, video_first_run, run_start, run_end - run_start + 1,
+        run_id, frame_run,
     )  # fmt: skip
 
 
