@@ -18,7 +18,7 @@ from flexframe.masks.cache import (
     set_block_mask_cache_size,
 )
 from flexframe.masks.chunk import generate_chunk_causal_mask_mod, generate_teacher_forcing_mask_mod
-from flexframe.masks.closed_form import Interval, IntervalRelation, PiecewiseKey
+from flexframe.masks.closed_form import Interval, IntervalRelation
 from flexframe.masks.frame import (
     create_frame_position_ids,
     generate_causal_frame_mask_mod,
@@ -26,6 +26,7 @@ from flexframe.masks.frame import (
     generate_packed_causal_frame_mask_mod,
     generate_sliding_window_mask_mod,
 )
+from flexframe.masks.piecewise import PiecewiseKey
 from flexframe.masks.registry import (
     REGISTRY,
     MaskEntry,

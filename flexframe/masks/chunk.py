@@ -29,7 +29,8 @@ from __future__ import annotations
 import torch
 
 from flexframe._checks import check_int
-from flexframe.masks.closed_form import Interval, IntervalRelation, PiecewiseKey
+from flexframe.masks.closed_form import Interval, IntervalRelation
+from flexframe.masks.piecewise import PiecewiseKey
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MaskMod, MaskSpec
 

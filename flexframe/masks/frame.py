@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from flexframe._checks import check_int, check_int_sequence
-from flexframe.masks.closed_form import Interval, IntervalRelation, PiecewiseKey
+from flexframe.masks.closed_form import Interval, IntervalRelation
+from flexframe.masks.piecewise import PiecewiseKey
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MaskMod, MaskSpec
 

@@ -64,14 +64,16 @@ from flexframe.masks.block_kernel import (
     MAX_PIECES,
     block_kernel_available,
     block_mask_from_tables,
+    host_buffer,
+    to_device,
 )
 from flexframe.masks.closed_form import (
     Interval,
     IntervalRelation,
-    PiecewiseKey,
     block_mask_from_grids,
     stack_block_tables,
 )
+from flexframe.masks.piecewise import PiecewiseKey
 from flexframe.masks.prompt_layout import PAD as PAD
 from flexframe.masks.prompt_layout import TEXT as TEXT
 from flexframe.masks.prompt_layout import _check_frame_ids, _read_row, _Row
@@ -252,7 +254,8 @@ def _tensors(
     see nothing."""
     (b, n), (k, q) = kv_key.shape, by_bound.shape[1:]
     n_pad, q_pad = (-(-n // bucket) * bucket, -(-q // bucket) * bucket) if bucket > 1 else (n, q)
-    both = np.empty(b * n_pad + b * q_pad * k, dtype=np.int32)  # one buffer, one copy
+    host = host_buffer(b * n_pad + b * q_pad * k, torch.int32, device)  # one buffer, one copy
+    both = host.numpy()
     kv_part = both[: b * n_pad].reshape(b, n_pad)
     q_part = both[b * n_pad :].reshape(b, k, q_pad)
     kv_part[:, :n] = kv_key
@@ -260,7 +263,7 @@ def _tensors(
     q_part[:, :, :q] = by_bound
     q_part[:, 0::2, q:] = _BIG if k > 1 else -1  # lower bounds, or the one hi
     q_part[:, 1::2, q:] = -_BIG
-    kv, q_t = torch.from_numpy(both).to(device).split([kv_part.size, q_part.size])
+    kv, q_t = to_device(host, device).split([kv_part.size, q_part.size])
     if k == 1:  # [B, 1, q] and [B, q, 1] are the same memory
         return kv.view(kv_part.shape), q_t.view(b, q_pad, 1)
     return kv.view(kv_part.shape), q_t.view(q_part.shape).transpose(1, 2).contiguous()

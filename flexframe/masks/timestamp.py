@@ -14,7 +14,8 @@ import torch
 
 from flexframe._checks import check_choice, check_int, check_int_sequence
 from flexframe._vocab import WITHIN_FRAME, WithinFrame
-from flexframe.masks.closed_form import IntervalRelation, PiecewiseKey
+from flexframe.masks.closed_form import IntervalRelation
+from flexframe.masks.piecewise import PiecewiseKey
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MaskMod, MaskSpec
 

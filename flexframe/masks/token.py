@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flexframe._checks import check_int
-from flexframe.masks.closed_form import IntervalRelation, PiecewiseKey
+from flexframe.masks.closed_form import IntervalRelation
+from flexframe.masks.piecewise import PiecewiseKey
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MaskMod, MaskSpec
 
