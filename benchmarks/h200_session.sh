@@ -16,6 +16,7 @@
 #   bash benchmarks/h200_session.sh after   # the streaming steps with graphs, the tests left
 #   bash benchmarks/h200_session.sh tables  # carry .whl: the lighter host tables (kernel tests,
 #                                           # builds, prompts, the host half on the H200's host)
+#   bash benchmarks/h200_session.sh pinned  # carry .whl: tables, then the other CUDA tests
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -249,8 +250,16 @@ tables)  # after the host tables got lighter (unmeasured on a GPU when written):
    timeout 60 python3 prompt_build_routes.py > "$OUT/prompt_build_routes-tables-h200.txt" 2>&1
    cat "$OUT/prompt_build_routes-tables-h200.txt")
   ;;
+pinned)  # after the prompt keys went run by run and the copies page-locked: tables, then the rest
+  bash "$0" tables
+  timeout 270 "${PYTEST[@]}" tests/test_cuda.py tests/test_streaming_cuda.py \
+    -k "not block_kernel and not closed_form_builder" 2>&1 | tee "$OUT/pinned-tests.log" |
+    grep -E "FAILED|ERROR|passed|failed" | tail -12
+  (cd benchmarks && timeout 40 python3 build_profile.py --cases prompt --reps 100 \
+    > "$OUT/build_profile_prompt.txt" 2>&1; grep -E "^## |synchronizing" "$OUT/build_profile_prompt.txt")
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables"
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables|pinned"
   exit 2
   ;;
 esac
