@@ -252,6 +252,7 @@ tables)  # after the host tables got lighter (unmeasured on a GPU when written):
   ;;
 pinned)  # after the prompt keys went run by run and the copies page-locked: tables, then the rest
   bash "$0" tables
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
   timeout 230 "${PYTEST[@]}" tests/test_cuda.py tests/test_streaming_cuda.py \
     -k "not block_kernel and not closed_form_builder" 2>&1 | tee "$OUT/pinned-tests.log" |
     grep -E "FAILED|ERROR|passed|failed" | tail -12
