@@ -7,6 +7,7 @@ the host and is checked here through :func:`grids_from_tables`, the tables' mean
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given
@@ -140,6 +141,19 @@ def test_a_union_refuses_a_lower_bound_that_rises():
 def test_a_key_refuses_a_slope_other_than_0_or_1(slope, match):
     with pytest.raises(ValueError, match=match):
         PiecewiseKey(torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), slope, 3)
+
+
+def test_a_key_refuses_a_slope_tensor_holding_other_values_when_it_is_made():
+    with pytest.raises(ValueError, match=r"slope must hold 0s and 1s, got \[2\]"):
+        PiecewiseKey(torch.tensor([0, 2]), torch.tensor([0, 0]), torch.tensor([1, 2]), 4)
+
+
+def test_a_key_made_from_numpy_keeps_its_values_when_the_arrays_change_later():
+    starts, offsets, slope = np.array([0, 2]), np.array([5, 0]), np.array([0, 1])
+    key = PiecewiseKey.from_numpy(starts, offsets, slope, length=4)
+    starts[1], offsets[0], slope[1] = 1, 9, 0
+    assert key.evaluate(torch.arange(4)).tolist() == [5, 5, 2, 3]
+    assert PiecewiseKey.from_numpy(starts, offsets, np.int64(1), 4).rises
 
 
 def test_a_key_with_a_slope_per_segment_evaluates_and_bounds_its_blocks_as_written():

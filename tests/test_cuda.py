@@ -279,6 +279,41 @@ def test_the_block_kernel_writes_torchs_tensors_at_published_sizes_and_for_promp
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("route", ["kernel", "torch"])
+def test_builds_queued_behind_a_busy_gpu_give_the_cpu_builds_tensors(route, monkeypatch):
+    # A build copies its tables (and a prompt its mask_mod tensors) from page-locked memory
+    # without waiting (flexframe.masks.block_kernel.to_device). With the GPU held busy, every
+    # copy is still queued while the host frees its buffer and builds the next mask: the memory
+    # must not be reused before its copy has run. Each mask is then compared with its CPU build
+    # (the torch route on the host, itself held to create_block_mask by the CPU tests).
+    if route == "torch":
+        monkeypatch.setenv("FLEXFRAME_BLOCK_KERNEL", "0")
+    ids = _prompt_ids()
+    makes = [
+        lambda: get_mask("prompt-causal-frame", frame_ids=ids),
+        lambda: get_mask("prompt-sliding-window", frame_ids=ids, window_size=1, sink_frames=1),
+        lambda: get_mask("prompt-timestamp-causal", frame_ids=ids[1:], timestamps=[2, 0, 1]),
+        lambda: get_mask("prompt-causal-frame", frame_ids=ids[:, 500:], q_len=700),
+    ] + [lambda name=name, params=params: get_mask(name, **params)
+         for name, params in (LARGE[k] for k in LARGE if not k.startswith("prompt-"))]  # fmt: skip
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # some 0.1 s of a spinning kernel ahead of every copy
+    built = []
+    for make in makes * 3:  # the same sizes again: the allocator's cached buffers come back
+        spec = make()
+        tensors = spec.tensors("cuda") if spec.relation is None else ()
+        built.append((make, spec.block_mask("cuda"), tensors))
+    torch.cuda.synchronize()
+    for make, got, tensors in built:
+        spec = make()
+        want = spec.block_mask("cpu")
+        for attr in BLOCK_TENSORS:
+            assert torch.equal(getattr(got, attr).cpu(), getattr(want, attr)), (spec, attr)
+        for t, w in zip(tensors, spec.tensors("cpu") if tensors else (), strict=True):
+            assert torch.equal(t.cpu(), w), spec
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("patches", [128, 96])
 def test_flash_keeps_the_skipped_blocks_of_a_block_mask_whose_mask_mod_is_trivial(patches):
     # The class of torch issue 188322: torch's FLASH lowering drops a BlockMask whose mask_mod

@@ -44,12 +44,15 @@ class PiecewiseKey:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.slope, np.integer):  # the builder tests for an int
+            object.__setattr__(self, "slope", int(self.slope))
         if isinstance(self.slope, torch.Tensor):
             if self.slope.shape != self.starts.shape:
                 raise ValueError(
                     f"slope must be 0, 1 or one value per segment (shape "
                     f"{tuple(self.starts.shape)}), got a tensor of shape {tuple(self.slope.shape)}"
                 )
+            self.host_slope  # noqa: B018 (checks its values now, not at first use)
         elif isinstance(self.slope, bool) or self.slope not in (0, 1):
             raise ValueError(
                 f"slope must be 0 or 1 (or a tensor of them, one per segment), got {self.slope!r}"
@@ -69,8 +72,8 @@ class PiecewiseKey:
         starts: np.ndarray, offsets: np.ndarray, slope: np.ndarray | int, length: int
     ) -> PiecewiseKey:
         """The key of int64 NumPy ``starts``, ``offsets`` and ``slope`` (an int or ``[S]``),
-        which it shares (write nothing into them afterwards): the builder reads them as they
-        are, with no round trip through torch.
+        read by the builder as NumPy arrays, with no round trip through torch. The arrays are
+        copied (a few entries a segment): writing into them later changes nothing.
 
         Example:
             >>> starts, offsets, slope = np.array([0, 2]), np.array([5, 0]), np.array([0, 1])
@@ -78,19 +81,16 @@ class PiecewiseKey:
             >>> key.evaluate(torch.arange(4)).tolist()
             [5, 5, 2, 3]
         """
-        arrays = [np.asarray(a, dtype=np.int64) for a in (starts, offsets)]
-        if not isinstance(slope, int):
-            arrays.append(np.asarray(slope, dtype=np.int64))
-        # (torch.from_numpy warns on read-only arrays: those are copied)
-        tensors = [torch.from_numpy(a if a.flags.writeable else a.copy()) for a in arrays]
-        views = [a.view() for a in arrays]
+        rises = not isinstance(slope, (int, np.integer))
+        arrays = [np.array(a, dtype=np.int64) for a in (starts, offsets)]
+        if rises:
+            arrays.append(np.array(slope, dtype=np.int64))
+        tensors = [torch.from_numpy(a) for a in arrays]
+        key = PiecewiseKey(tensors[0], tensors[1], tensors[2] if rises else int(slope), length)
+        views = [a.view() for a in arrays[:2]]
         for view in views:
             view.flags.writeable = False
-        slope_t = slope if isinstance(slope, int) else tensors[2]
-        key = PiecewiseKey(tensors[0], tensors[1], slope_t, length)
-        key.__dict__["host"] = (views[0], views[1])  # what the cached properties would compute
-        if not isinstance(slope, int):
-            key.__dict__["host_slope"] = key._checked_slope(views[2])
+        key.__dict__["host"] = tuple(views)  # what the cached property would compute
         return key
 
     @staticmethod
