@@ -216,6 +216,23 @@ def test_a_prompts_text_is_one_piece_of_the_block_tables_not_one_a_token():
 
 @pytest.mark.parametrize(
     ("family", "params"),
+    [("prompt-causal-frame", {}), ("prompt-sliding-window", {"window_size": 2, "sink_frames": 1}),
+     ("prompt-timestamp-causal", {"timestamps": [(7 * k) % 80 for k in range(80)]})],
+)  # fmt: skip
+def test_a_prompt_with_text_between_every_frame_is_its_written_definition(family, params):
+    # Qwen3-VL's layout: a timestamp before each of 80 frames, so 80 stretches of text whose
+    # bounds rise with the position (the many-run case of writing the keys out token by token).
+    row = [TEXT] * 3
+    for k in range(80):
+        row += [TEXT] * (1 + k % 2) + [k] * (2 + k % 3)
+    ids = torch.tensor([row + [TEXT] * 4, [PAD] * 9 + row[:-5]])  # a left-padded second row
+    spec = get_mask(family, frame_ids=ids, **params)
+    assert torch.equal(spec.to_dense(), reference(ids, family, **params))
+    assert_closed_form_is_torchs(spec, (32, 16))
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
     [("prompt-causal-frame", {}), ("prompt-sliding-window", {"window_size": 1, "sink_frames": 1}),
      ("prompt-timestamp-causal", {"timestamps": [2, 0, 1], "within_frame": "full"}),
      ("prompt-timestamp-causal", {"timestamps": [2, 0, 1], "within_frame": "causal"})],

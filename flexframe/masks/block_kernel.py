@@ -66,6 +66,23 @@ def to_device(buffer: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return buffer.to(device)
 
 
+def arrays_to_device(arrays: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
+    """Host int64 arrays, one after another in one :func:`host_buffer`, sent to ``device`` in
+    a single copy (:func:`to_device`): the flat ``[sum of sizes]`` tensor there.
+
+    Example:
+        >>> arrays_to_device([np.array([[1, 2]]), np.array([3])], "cpu").tolist()
+        [1, 2, 3]
+    """
+    sizes = [int(np.size(a)) for a in arrays]
+    host = host_buffer(sum(sizes), torch.int64, device)
+    flat, at = host.numpy(), 0
+    for a, size in zip(arrays, sizes, strict=True):
+        flat[at : at + size].reshape(np.shape(a))[...] = a
+        at += size
+    return to_device(host, device)
+
+
 def grids_from_tables(rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(partial, full)`` ``[..., Q_BLOCKS, KV_BLOCKS]`` bool grids from the block tables.
 
@@ -185,11 +202,7 @@ def block_mask_from_tables(
     total = layout[-1][0] + int(np.prod(layout[-1][1]))
     if total >= 2**31:
         raise ValueError(f"{total:,} index entries exceed the kernel's int32 offsets")
-    host = host_buffer(rows.size + cols.size, torch.int64, device)
-    flat = host.numpy()
-    flat[: rows.size].reshape(rows.shape)[...] = rows
-    flat[rows.size :].reshape(cols.shape)[...] = cols
-    tables = to_device(host, device)
+    tables = arrays_to_device([rows, cols], device)
     out = torch.empty(total, dtype=torch.int32, device=device)
     with torch.cuda.device(out.device):
         _launch(tables, rows.shape, nkv, out)

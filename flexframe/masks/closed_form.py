@@ -59,11 +59,10 @@ from torch.nn.attention.flex_attention import BlockMask, _mask_mod_signature
 
 from flexframe.masks.block_kernel import (
     MAX_PIECES,
+    arrays_to_device,
     assemble_block_mask,
     block_kernel_available,
     block_mask_from_tables,
-    host_buffer,
-    to_device,
 )
 from flexframe.masks.piecewise import PiecewiseKey, _pieces
 
@@ -292,7 +291,7 @@ class IntervalRelation:
         lo = np.full((len(self.intervals), *shape), -_BIG, dtype=np.int64)
         hi = np.empty_like(lo)
         hi_last = None if rows is None else np.empty_like(lo)
-        for m, iv in enumerate(self.intervals):  # slope 0: a bound's value is its offset
+        for m, iv in enumerate(self.intervals):  # a bound's value: offset (+ slope * row)
             segment = segment_of[iv.hi.host[0].tobytes()]
             hi[m] = iv.hi.host[1][segment]
             if hi_last is not None:
@@ -368,13 +367,7 @@ def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.T
     """Host int64 arrays as tensors on ``device``, sent there in a single copy (on the CPU the
     same route, so that the tests run the code a GPU runs; to CUDA from page-locked memory,
     without waiting for it: :func:`~flexframe.masks.block_kernel.to_device`)."""
-    sizes = [int(np.size(a)) for a in arrays]
-    host = host_buffer(sum(sizes), torch.int64, device)
-    flat, at = host.numpy(), 0
-    for a, size in zip(arrays, sizes, strict=True):
-        flat[at : at + size].reshape(np.shape(a))[...] = a
-        at += size
-    parts = to_device(host, device).split(sizes)
+    parts = arrays_to_device(list(arrays), device).split([int(np.size(a)) for a in arrays])
     return tuple(part.view(np.shape(a)) for part, a in zip(parts, arrays, strict=True))
 
 
