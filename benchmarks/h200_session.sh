@@ -17,6 +17,9 @@
 #   bash benchmarks/h200_session.sh tables  # carry .whl: the lighter host tables (kernel tests,
 #                                           # builds, prompts, the host half on the H200's host)
 #   bash benchmarks/h200_session.sh pinned  # carry .whl: tables, then the other CUDA tests
+#   bash benchmarks/h200_session.sh onecopy # carry .whl and .base (the code before, git archive):
+#                                           # block-kernel tests, prompt builds A/B, 128K builds
+#   bash benchmarks/h200_session.sh rest    # carry .whl: the transformers GPU tests, the other CUDA tests
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -259,8 +262,37 @@ pinned)  # after the prompt keys went run by run and the copies page-locked: tab
   (cd benchmarks && timeout 40 python3 build_profile.py --cases prompt --reps 100 \
     > "$OUT/build_profile_prompt.txt" 2>&1; grep -E "^## |synchronizing" "$OUT/build_profile_prompt.txt")
   ;;
+onecopy)  # one host-to-device copy a prompt build (2026-12-02): ~6 minutes
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  timeout 200 "${PYTEST[@]}" tests/test_cuda.py -k "block_kernel or closed_form_builder or busy" \
+    2>&1 | tee "$OUT/onecopy-kernel-tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -8
+  (cd benchmarks &&
+   for r in 1 2 3; do  # the code before (.base) and now, in turns on the same host
+     for v in base now; do
+       PP=$PYTHONPATH; [ $v = base ] && PP="$PWD/../.base:$PYTHONPATH"
+       PYTHONPATH="$PP" python3 -c 'import flexframe; print(flexframe.__file__)'
+       PYTHONPATH="$PP" timeout 60 python3 prompt_masks.py --device cuda --build-only --rep-ms 500 \
+         --out "$OUT/prompt_masks-onecopy-$v-r$r-h200.json" > "$OUT/prompt-$v-$r.log" 2>&1
+       echo "== $v, run $r"; grep -E "flexframe closed form|create_causal_mask \(flex" "$OUT/prompt-$v-$r.log"
+     done
+   done
+   timeout 40 python3 build_profile.py --cases prompt --reps 200 > "$OUT/build_profile_prompt.txt" 2>&1
+   grep -E "^## |synchronizing" "$OUT/build_profile_prompt.txt"
+   builds_128k onecopy)
+  ;;
+rest)  # the GPU tests the 2026-12-01 leases did not reach: ~9 minutes
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  timeout 150 "${PYTEST[@]}" tests/test_transformers.py -k "cuda or gpu" \
+    "tests/test_sampling.py::test_sampling_on_cuda_keeps_device_and_values" 2>&1 |
+    tee "$OUT/rest-hf-tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -8
+  timeout 400 "${PYTEST[@]}" --durations=12 tests/test_cuda.py tests/test_streaming_cuda.py \
+    -k "not block_kernel and not closed_form_builder and not busy" 2>&1 |
+    tee "$OUT/rest-tests.log" | grep -E "FAILED|ERROR|passed|failed|^[0-9.]+s " | tail -30
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables|pinned"
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables|pinned|onecopy|rest"
   exit 2
   ;;
 esac

@@ -122,9 +122,12 @@ def build_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         rows.append({"what": name, "ms": ms, "status": "FAILED: " + error if error else "ok"})
         print(f"  {name:48s} {'-' if ms is None else f'{ms:9.3f} ms'}  {rows[-1]['status']}")
 
-    def closed(name: str, params: dict[str, Any]):
+    def spec_of(name: str, params: dict[str, Any]):
         extra = {"timestamps": timestamps} if name == "prompt-timestamp-causal" else {}
-        return lambda: get_mask(name, frame_ids=ids, **params, **extra).block_mask(device)
+        return get_mask(name, frame_ids=ids, **params, **extra)
+
+    def closed(name: str, params: dict[str, Any]):
+        return lambda: spec_of(name, params).block_mask(device)
 
     def closed_torch():
         return torch_route(get_mask(MASKS[0][0], frame_ids=ids), device)
@@ -141,8 +144,10 @@ def build_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str,
     )
     row("transformers create_causal_mask (flex)", lambda: hf_mask(ids, "flex_attention", device))
     row("transformers create_causal_mask (sdpa)", lambda: hf_mask(ids, "sdpa", device))
-    for name, params in MASKS[1:]:
-        row(f"flexframe closed form {name[7:]} (flex)", closed(name, params))
+    for name, params in MASKS[1:]:  # checked against the torch route (transformers has none)
+        reference = torch_route(spec_of(name, params), device)
+        row(f"flexframe closed form {name[7:]} (flex)", closed(name, params),
+            lambda bm, reference=reference: _same_blocks(bm, reference))  # fmt: skip
     return rows
 
 
@@ -204,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--warmup-ms", type=float, default=200)
     parser.add_argument("--rep-ms", type=float, default=1000)
+    parser.add_argument(
+        "--build-only", action="store_true", help="the builds only (A/B runs of a builder)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.frames, args.tokens_per_frame, args.text_before, args.text_after = 4, 60, 30, 10
@@ -217,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.tokens_per_frame}) on {device}")  # fmt: skip
     print("building the mask:")
     build = build_rows(args, device)
-    print("attention:")
-    attention = attention_rows(args, device)
+    attention = []
+    if not args.build_only:
+        print("attention:")
+        attention = attention_rows(args, device)
     doc = {
         "benchmark": "prompt_masks",
         "env": {**C.env_info(device), "transformers_version": transformers.__version__},

@@ -57,6 +57,8 @@ def check_int_sequence(name: str, value: object, *, minimum: int | None = None) 
     items = tuple(value)
     if not items:
         raise ValueError(f"{name} must not be empty, got {value!r}")
+    if all(type(item) is int for item in items) and (minimum is None or min(items) >= minimum):
+        return items  # plain ints in range (the common case): nothing to convert or name
     return tuple(check_int(f"{name}[{i}]", item, minimum=minimum) for i, item in enumerate(items))
 
 

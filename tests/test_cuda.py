@@ -281,11 +281,12 @@ def test_the_block_kernel_writes_torchs_tensors_at_published_sizes_and_for_promp
 @pytest.mark.cuda
 @pytest.mark.parametrize("route", ["kernel", "torch"])
 def test_builds_queued_behind_a_busy_gpu_give_the_cpu_builds_tensors(route, monkeypatch):
-    # A build copies its tables (and a prompt its mask_mod tensors) from page-locked memory
-    # without waiting (flexframe.masks.block_kernel.to_device). With the GPU held busy, every
-    # copy is still queued while the host frees its buffer and builds the next mask: the memory
-    # must not be reused before its copy has run. Each mask is then compared with its CPU build
-    # (the torch route on the host, itself held to create_block_mask by the CPU tests).
+    # A build copies its tables (and a prompt, in the same copy, its mask_mod's tensors) from
+    # page-locked memory without waiting (flexframe.masks.block_kernel.HostArrays). With the GPU
+    # held busy, every copy is still queued while the host frees its buffer and builds the next
+    # mask: the memory must not be reused before its copy has run. Each mask is then compared
+    # with its CPU build (the torch route on the host, itself held to create_block_mask by the
+    # CPU tests), and a prompt's mask_mod, evaluated on the GPU, with its dense CPU mask.
     if route == "torch":
         monkeypatch.setenv("FLEXFRAME_BLOCK_KERNEL", "0")
     ids = _prompt_ids()
@@ -311,6 +312,10 @@ def test_builds_queued_behind_a_busy_gpu_give_the_cpu_builds_tensors(route, monk
             assert torch.equal(getattr(got, attr).cpu(), getattr(want, attr)), (spec, attr)
         for t, w in zip(tensors, spec.tensors("cpu") if tensors else (), strict=True):
             assert torch.equal(t.cpu(), w), spec
+        if spec.relation is None:  # a prompt: its mask_mod read the tensors sent with the tables
+            b, q, kv = (torch.arange(n, device="cuda") for n in (spec.batch_size, *got.seq_lengths))
+            dense = got.mask_mod(b[:, None, None], 0, q[None, :, None], kv[None, None, :])
+            assert torch.equal(dense.cpu(), spec.to_dense("cpu")), spec
 
 
 @pytest.mark.cuda

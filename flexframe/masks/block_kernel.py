@@ -21,6 +21,7 @@ meaning in plain torch, the reference the CPU tests hold the tables to.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any
 
@@ -41,46 +42,82 @@ MAX_PIECES = 8
 _DISABLE_ENV = "FLEXFRAME_BLOCK_KERNEL"  # "0": never use the kernel (the torch route instead)
 
 
-def host_buffer(size: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """A 1-D host tensor to fill (through ``.numpy()``) and send with :func:`to_device`:
-    page-locked when ``device`` is CUDA (from torch's caching host allocator), else plain.
+class HostArrays:
+    """Host arrays bound for one device in one copy. Every host-to-device copy of a build goes
+    through it.
+
+    It holds one host buffer of bytes, NumPy views of it to fill (:attr:`arrays`, each at a
+    16-byte aligned offset), and :meth:`send`: one copy that gives the arrays on the device as
+    tensors of their shapes and dtypes. It is one-shot: fill, send once, do not write again.
+
+    For CUDA the buffer is page-locked (from torch's caching host allocator, which keeps it
+    until the copy has run), and the copy is queued on the current stream without the host
+    waiting for it. A copy from pageable memory synchronizes: on the H200 hosts each such copy
+    cost about 0.1 ms of a build, and each page-locked one (the allocation, the copy, its event)
+    50-100 us of host time, so a build makes one. On the CPU the arrays are views of the buffer.
 
     Example:
-        >>> buffer = host_buffer(3, torch.int64, "cpu")
-        >>> buffer.numpy()[:] = [1, 2, 3]
-        >>> to_device(buffer, "cpu").tolist()
-        [1, 2, 3]
+        >>> stage = HostArrays([((2,), torch.int64), ((1, 3), torch.int32)], "cpu")
+        >>> stage.arrays[0][:] = [1, 2]
+        >>> stage.arrays[1][:] = 7
+        >>> [t.tolist() for t in stage.send()]
+        [[1, 2], [[7, 7, 7]]]
     """
-    pinned = torch.device(device).type == "cuda"
-    return torch.empty(size, dtype=dtype, pin_memory=pinned)
+
+    def __init__(
+        self, layout: list[tuple[tuple[int, ...], torch.dtype]], device: torch.device | str
+    ) -> None:
+        self.device = torch.device(device)
+        # (shape, strides, dtype, offset in bytes) of each array
+        self._parts: list[tuple[tuple[int, ...], tuple[int, ...], torch.dtype, int]] = []
+        at = 0
+        for shape, dtype in layout:
+            shape = tuple(shape)
+            self._parts.append((shape, _strides(shape), dtype, at))
+            at += -(-math.prod(shape) * dtype.itemsize // 16) * 16
+        self._pinned = self.device.type == "cuda"
+        self._buffer = torch.empty(max(at, 16), dtype=torch.uint8, pin_memory=self._pinned)
+        raw = self._buffer.numpy()
+        self.arrays: list[np.ndarray] = [
+            np.ndarray(shape, _numpy_dtype(dtype), buffer=raw, offset=offset)
+            for shape, _, dtype, offset in self._parts
+        ]
+
+    def send(self) -> list[torch.Tensor]:
+        """The arrays on the device (views of one tensor there), in :attr:`arrays`' order."""
+        if self._pinned:  # queued on the current stream; the host does not wait
+            flat = self._buffer.to(self.device, non_blocking=True)
+        else:
+            flat = self._buffer.to(self.device)
+        by_dtype: dict[torch.dtype, torch.Tensor] = {}
+        out = []
+        for shape, strides, dtype, offset in self._parts:
+            whole = by_dtype.get(dtype)
+            if whole is None:
+                whole = by_dtype[dtype] = flat.view(dtype)
+            out.append(whole.as_strided(shape, strides, offset // dtype.itemsize))
+        return out
 
 
-def to_device(buffer: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """``buffer`` (from :func:`host_buffer`) on ``device``. To CUDA from page-locked memory the
-    copy is queued on the current stream and the host does not wait for it (a copy from
-    pageable memory synchronizes: on the H200 hosts each such copy cost about 0.1 ms of a
-    build); torch's caching host allocator keeps the memory until the copy has run. On the CPU:
-    the buffer itself."""
-    if buffer.is_pinned():
-        return buffer.to(device, non_blocking=True)
-    return buffer.to(device)
+@functools.cache
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
-def arrays_to_device(arrays: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
-    """Host int64 arrays, one after another in one :func:`host_buffer`, sent to ``device`` in
-    a single copy (:func:`to_device`): the flat ``[sum of sizes]`` tensor there.
+def arrays_to_device(arrays: list[np.ndarray], device: torch.device | str) -> list[torch.Tensor]:
+    """Host integer arrays (int64 or int32) as tensors of their shapes and dtypes on ``device``,
+    sent in a single copy (:class:`HostArrays`).
 
     Example:
-        >>> arrays_to_device([np.array([[1, 2]]), np.array([3])], "cpu").tolist()
-        [1, 2, 3]
+        >>> [t.tolist() for t in arrays_to_device([np.array([[1, 2]]), np.array([3])], "cpu")]
+        [[[1, 2]], [3]]
     """
-    sizes = [int(np.size(a)) for a in arrays]
-    host = host_buffer(sum(sizes), torch.int64, device)
-    flat, at = host.numpy(), 0
-    for a, size in zip(arrays, sizes, strict=True):
-        flat[at : at + size].reshape(np.shape(a))[...] = a
-        at += size
-    return to_device(host, device)
+    layout = [(np.shape(a), torch.from_numpy(np.empty(0, np.asarray(a).dtype)).dtype) for a in
+              arrays]  # fmt: skip
+    stage = HostArrays(layout, device)
+    for slot, a in zip(stage.arrays, arrays, strict=True):
+        slot[...] = a
+    return stage.send()
 
 
 def grids_from_tables(rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,15 +171,15 @@ def _kernel() -> Any:
     return block_rows
 
 
-def _launch(tables: torch.Tensor, rows_shape: tuple[int, ...], nkv: int, out: torch.Tensor) -> None:
-    """One launch: ``tables`` holds the rows table ``rows_shape`` then the cols table."""
-    b, nq, p, k, _ = rows_shape
+def _launch(rows: torch.Tensor, cols: torch.Tensor, out: torch.Tensor) -> None:
+    """One launch over the tables on the device (``rows`` ``[B, NQ, P, K, 4]``, ``cols``
+    ``[B, NKV, 3]``, both contiguous int64) into ``out``, laid out as :func:`_layout` says."""
+    b, nq, p, k, _ = rows.shape
+    nkv = cols.shape[1]
     block = max(16, 1 << (max(nq, nkv) - 1).bit_length())
-    rows_size = int(np.prod(rows_shape))
     _kernel()[(nq + nkv, b)](
-        tables, tables[rows_size:], out, nq, nkv, P=p, K=k, BLOCK=block,
-        num_warps=4 if block <= 2048 else 8,
-    )  # fmt: skip
+        rows, cols, out, nq, nkv, P=p, K=k, BLOCK=block, num_warps=4 if block <= 2048 else 8
+    )
 
 
 def _layout(b: int, nq: int, nkv: int) -> list[tuple[int, tuple[int, ...]]]:
@@ -191,23 +228,74 @@ def block_mask_from_tables(
     """
     if rows.ndim == 4:
         rows, cols = rows[None], cols[None]
-    b, nq, p, k, _ = rows.shape
-    nkv = cols.shape[1]
+    _check_kernel_runs(device, rows.shape[1], cols.shape[1])
+    rows_t, cols_t = arrays_to_device([rows, cols], device)
+    return block_mask_from_device_tables(rows_t, cols_t, seq_lengths, block_size, mask_mod)
+
+
+def _check_kernel_runs(device: torch.device | str, nq: int, nkv: int) -> None:
     if not block_kernel_available(device, (nq, nkv)):
         raise ValueError(
             f"the block kernel does not run for device={str(device)!r} at {nq} x {nkv} blocks; "
             "use flexframe.masks.closed_form.build_block_mask (the torch route) instead"
         )
-    layout = _layout(b, nq, nkv)
-    total = layout[-1][0] + int(np.prod(layout[-1][1]))
+
+
+def block_mask_from_device_tables(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    seq_lengths: tuple[int, int],
+    block_size: tuple[int, int],
+    mask_mod: _mask_mod_signature | None,
+) -> BlockMask:
+    """:func:`block_mask_from_tables` from tables already on the CUDA device: ``rows``
+    ``[B, Q_BLOCKS, P, K, 4]`` and ``cols`` ``[B, KV_BLOCKS, 3]``, contiguous int64 (for
+    instance sent with other arrays in one :class:`HostArrays` copy, as the prompt masks send
+    their mask_mod's tensors with them).
+
+    Example:
+        >>> from flexframe.masks.closed_form import IntervalRelation, PiecewiseKey
+        >>> key = PiecewiseKey.per_frame(torch.arange(3), num_patches_per_frame=96)
+        >>> rows, cols = IntervalRelation(kv_key=key, q_hi=key).block_table(128, 128)
+        >>> if block_kernel_available("cuda"):
+        ...     rows_t, cols_t = arrays_to_device([rows[None], cols[None]], "cuda")
+        ...     bm = block_mask_from_device_tables(rows_t, cols_t, (288, 288), (128, 128), None)
+        ...     assert bm.kv_num_blocks.tolist() == [[[2, 2, 3]]]
+    """
+    if rows.dim() != 5 or cols.dim() != 3 or rows.shape[0] != cols.shape[0]:
+        raise ValueError(
+            "rows must be [B, Q_BLOCKS, P, K, 4] and cols [B, KV_BLOCKS, 3], got "
+            f"rows {tuple(rows.shape)} and cols {tuple(cols.shape)}"
+        )
+    for name, t in (("rows", rows), ("cols", cols)):
+        if t.dtype != torch.int64 or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous int64 tensor, got {t.dtype}")
+    b, nq = rows.shape[:2]
+    nkv = cols.shape[1]
+    _check_kernel_runs(rows.device, nq, nkv)
+    layout, total = _output_layout(b, nq, nkv)
     if total >= 2**31:
         raise ValueError(f"{total:,} index entries exceed the kernel's int32 offsets")
-    tables = arrays_to_device([rows, cols], device)
-    out = torch.empty(total, dtype=torch.int32, device=device)
+    out = torch.empty(total, dtype=torch.int32, device=rows.device)
     with torch.cuda.device(out.device):
-        _launch(tables, rows.shape, nkv, out)
-    tensors = [out[at : at + int(np.prod(shape))].view(shape) for at, shape in layout]
+        _launch(rows, cols, out)
+    tensors = [out.as_strided(shape, strides, at) for at, shape, strides in layout]
     return assemble_block_mask(seq_lengths, tensors, block_size, mask_mod)
+
+
+@functools.lru_cache(maxsize=64)
+def _output_layout(
+    b: int, nq: int, nkv: int
+) -> tuple[list[tuple[int, tuple[int, ...], tuple[int, ...]]], int]:
+    """:func:`_layout` with each tensor's strides, and the output's total size."""
+    layout = _layout(b, nq, nkv)
+    total = layout[-1][0] + math.prod(layout[-1][1])
+    return [(at, shape, _strides(shape)) for at, shape in layout], total
+
+
+def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A contiguous tensor's strides."""
+    return tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
 
 
 def assemble_block_mask(

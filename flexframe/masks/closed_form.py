@@ -367,8 +367,7 @@ def _to_device(*arrays: np.ndarray, device: torch.device | str) -> tuple[torch.T
     """Host int64 arrays as tensors on ``device``, sent there in a single copy (on the CPU the
     same route, so that the tests run the code a GPU runs; to CUDA from page-locked memory,
     without waiting for it: :func:`~flexframe.masks.block_kernel.to_device`)."""
-    parts = arrays_to_device(list(arrays), device).split([int(np.size(a)) for a in arrays])
-    return tuple(part.view(np.shape(a)) for part, a in zip(parts, arrays, strict=True))
+    return tuple(arrays_to_device(list(arrays), device))
 
 
 def ordered_indices(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

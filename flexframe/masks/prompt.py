@@ -62,10 +62,9 @@ from flexframe._checks import (
 from flexframe._vocab import BUILDERS, DEFAULT_BLOCK_SIZE, WITHIN_FRAME, Builder, WithinFrame
 from flexframe.masks.block_kernel import (
     MAX_PIECES,
+    HostArrays,
     block_kernel_available,
-    block_mask_from_tables,
-    host_buffer,
-    to_device,
+    block_mask_from_device_tables,
 )
 from flexframe.masks.closed_form import (
     Interval,
@@ -73,146 +72,21 @@ from flexframe.masks.closed_form import (
     block_mask_from_grids,
     stack_block_tables,
 )
-from flexframe.masks.piecewise import PiecewiseKey
+from flexframe.masks.prompt_keys import (
+    _BIG,
+    _causal_frame_keys,
+    _RunKey,
+    _timestamp_keys,
+    _window_keys,
+)
 from flexframe.masks.prompt_layout import PAD as PAD
 from flexframe.masks.prompt_layout import TEXT as TEXT
 from flexframe.masks.prompt_layout import _check_frame_ids, _read_row, _Row
 from flexframe.masks.registry import register_mask
 from flexframe.masks.spec import MAX_DENSE_BYTES, BlockSize, MaskMod, MaskSpec
 
-_BIG = 2**30  # beyond every position; the keys are int32 on the device
 PROMPT_MASKS = ("prompt-causal-frame", "prompt-sliding-window", "prompt-timestamp-causal")
 """The registered prompt masks (they take ``frame_ids``, not frame counts)."""
-
-
-# -- keys and bounds, run by run ------------------------------------------------------------------
-_POSITIONS = np.arange(0, dtype=np.int64)
-
-
-def _positions(n: int) -> np.ndarray:
-    """``np.arange(n)`` as a read-only view of one kept array (an arange of a prompt's length
-    costs more than a copy of it)."""
-    global _POSITIONS
-    if _POSITIONS.size < n:
-        positions = np.arange(max(n, 2 * _POSITIONS.size), dtype=np.int64)
-        positions.flags.writeable = False
-        _POSITIONS = positions
-    return _POSITIONS[:n]
-
-
-@dataclass(frozen=True)
-class _RunKey:
-    """A key or bound over a row, ``offset[u] + slope[u] * t`` at each position ``t`` of run
-    ``u`` (the row's runs of equal ids): every prompt key is constant or the position itself on
-    each run, so the closed form reads it run by run and only the mask_mod's tensors need it
-    token by token."""
-
-    offset: np.ndarray  # [U] int64
-    slope: np.ndarray | int  # [U] int64 of 0s and 1s, or one for every run
-
-    def per_token(self, row: _Row) -> np.ndarray:
-        """``[L]`` int64: the value at every position of the row."""
-        values = row.per_token(self.offset)
-        if isinstance(self.slope, np.ndarray):
-            rising = np.flatnonzero(self.slope)
-            if rising.size > 64:  # many rising runs: one pass over the tokens
-                values += _positions(row.length) * row.per_token(self.slope)
-            else:  # a few (text between videos): their positions only
-                ends = row.run_start + row.run_length
-                for a, z in zip(row.run_start[rising].tolist(), ends[rising].tolist(), strict=True):
-                    values[a:z] += _positions(z)[a:]
-        elif self.slope:
-            values += _positions(row.length)
-        return values
-
-    def piecewise(self, row: _Row, start: int, length: int) -> PiecewiseKey:
-        """The key on positions ``start .. start + length - 1`` of the row, as positions
-        ``0 .. length - 1``: one segment per run."""
-        offset, slope, run_start = self.offset, self.slope, row.run_start
-        if start or length != row.length:
-            keep = (run_start + row.run_length > start) & (run_start < start + length)
-            run_start = np.maximum(run_start[keep] - start, 0)
-            slope = slope[keep] if isinstance(slope, np.ndarray) else slope
-            offset = offset[keep] + slope * start
-        return PiecewiseKey.from_numpy(run_start, offset, slope, length)
-
-
-def _position_key(row: _Row, *, left_pad_below: bool) -> _RunKey:
-    """The position of each real token; padding beyond every bound: above all of them, or, for
-    two-sided relations (whose bounds start at the first real token), below them at the left
-    end of the row. A block column's keys then stay a run of integers with, at most, a gap no
-    interval's bounds fall in (the closed form's exactness, see ``closed_form``): padding after
-    the last video token only precedes text, whose intervals start at the row's first token."""
-    offset = (row.run_id == PAD) * _BIG
-    if left_pad_below:
-        offset -= (row.run_start < row.first) * (2 * _BIG)
-    return _RunKey(offset, 1)
-
-
-_Keys = tuple[_RunKey, tuple[_RunKey, ...]]
-
-
-def _up_to_frame_end(row: _Row) -> _RunKey:
-    # A video token's bound is its frame's last position, a text (or padding) token's its own.
-    return _RunKey(row.by_run(row.ends, 0), (row.frame_run < 0).astype(np.int64))
-
-
-def _causal_frame_keys(row: _Row) -> _Keys:
-    return _position_key(row, left_pad_below=False), (_up_to_frame_end(row),)
-
-
-def _window_keys(row: _Row, window: int, sinks: int) -> _Keys:
-    # Per frame run, then to the runs of the row. Text: [row.first, itself] and an empty second
-    # interval.
-    runs = np.arange(row.starts.size)
-    first_run = row.video_first_run
-    lo1 = row.starts[runs - np.minimum(row.frame, window)]  # frames are consecutive runs
-    if sinks:
-        hi2 = row.ends[first_run + np.minimum(sinks - 1, row.frame)]
-    else:
-        hi2 = row.starts[first_run] - 1
-    bounds = (
-        _RunKey(row.by_run(lo1, row.first), 0),
-        _up_to_frame_end(row),  # a frame's end is past its tokens
-        _RunKey(row.by_run(np.full(runs.size, row.first, dtype=np.int64), _BIG), 0),
-        _RunKey(row.by_run(hi2, -_BIG), 0),
-    )
-    return _position_key(row, left_pad_below=True), bounds
-
-
-def _timestamp_keys(row: _Row, times: np.ndarray, within_frame: str) -> _Keys:
-    """One-sided keys: ``key(kv) <= key(q)``. Outside videos the key is the position; inside
-    video ``v`` (positions ``S_v .. E_v``) it is ``S_v`` plus the token's rank in time order
-    (by frame timestamp, then by position for ``within_frame="causal"``), so every key of a video
-    stays inside its span and the order with the tokens around it is kept. Text between two
-    frames of a video takes the timestamp of the frame after it."""
-    offset = np.zeros(row.run_id.size, dtype=np.int64)  # outside videos: the position
-    full = within_frame == "full"
-    slope = np.ones(row.run_id.size, dtype=np.int64) if full else 1
-    frame_runs = np.flatnonzero(row.frame_run >= 0)  # the run index of each frame run
-    first_runs = np.flatnonzero(row.frame == 0)  # each video's first and last frame run
-    last_runs = np.append(first_runs[1:], row.frame.size)[: first_runs.size] - 1
-    for a, z in zip(first_runs.tolist(), last_runs.tolist(), strict=True):
-        start = int(row.starts[a])
-        # A frame's group: its tokens and the text inside the video just before it (which
-        # takes the frame's timestamp); the groups tile the video, and so do its runs.
-        ends = row.ends[a : z + 1]
-        group_start = np.append(start, ends[:-1] + 1)
-        group_times = times[a : z + 1]
-        ua, uz = int(frame_runs[a]), int(frame_runs[z])
-        group = np.searchsorted(frame_runs[a : z + 1], np.arange(ua, uz + 1))  # of each run
-        if full:  # one key per distinct timestamp, in time order
-            rank = np.unique(group_times, return_inverse=True)[1].reshape(-1)
-            offset[ua : uz + 1] = start + rank[group]
-            slope[ua : uz + 1] = 0  # type: ignore[index]
-        else:  # by timestamp, then by position: the groups in that order, keys consecutive
-            length = ends - group_start + 1
-            order = np.argsort(group_times, kind="stable")
-            moved = np.empty_like(group_start)
-            moved[order] = start + np.cumsum(length[order]) - length[order]
-            offset[ua : uz + 1] = (moved - group_start)[group]
-    kv_offset = offset + (row.run_id == PAD) * _BIG if row.padded else offset
-    return _RunKey(kv_offset, slope), (_RunKey(offset, slope),)
 
 
 # -- the mask_mods: one code object per family ----------------------------------------------------
@@ -223,20 +97,22 @@ def _at_most_mod(kv_key: torch.Tensor, q_hi: torch.Tensor) -> MaskMod:
     return prompt_at_most
 
 
-def _two_intervals_mod(kv_key: torch.Tensor, q_bounds: torch.Tensor) -> MaskMod:
+def _two_intervals_mod(kv_key: torch.Tensor, q_by_bound: torch.Tensor) -> MaskMod:
     def prompt_two_intervals(b, h, q_idx, kv_idx):
         key = kv_key[b, kv_idx]
-        window = (q_bounds[b, q_idx, 0] <= key) & (key <= q_bounds[b, q_idx, 1])
-        before = (q_bounds[b, q_idx, 2] <= key) & (key <= q_bounds[b, q_idx, 3])
+        window = (q_by_bound[b, 0, q_idx] <= key) & (key <= q_by_bound[b, 1, q_idx])
+        before = (q_by_bound[b, 2, q_idx] <= key) & (key <= q_by_bound[b, 3, q_idx])
         return window | before
 
     return prompt_two_intervals
 
 
-def _mod(family: str, kv_key: torch.Tensor, q_bounds: torch.Tensor) -> MaskMod:
+def _mod(family: str, kv_key: torch.Tensor, q_by_bound: torch.Tensor) -> MaskMod:
+    """The family's mask_mod over ``kv_key`` ``[B, n]`` and the bounds ``q_by_bound``
+    ``[B, k, q]`` (each bound contiguous, as they were sent)."""
     if family == "at-most":
-        return _at_most_mod(kv_key, q_bounds[..., 0])
-    return _two_intervals_mod(kv_key, q_bounds)
+        return _at_most_mod(kv_key, q_by_bound[:, 0])
+    return _two_intervals_mod(kv_key, q_by_bound)
 
 
 # The mask_mod's tensors are padded to a multiple of this: their shapes change in steps (fewer
@@ -244,29 +120,39 @@ def _mod(family: str, kv_key: torch.Tensor, q_bounds: torch.Tensor) -> MaskMod:
 _BUCKET = 128
 
 
-def _tensors(
-    kv_key: np.ndarray, by_bound: np.ndarray, device: torch.device, bucket: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``kv_key`` ``[B, n]`` and the bounds ``by_bound`` ``[B, k, q]`` as int32 tensors on
-    ``device``, ``[B, n]`` and ``[B, q, k]``, sent in one copy (the bounds go bound by bound and
-    are interleaved on the device: NumPy's strided writes cost more than a device copy); with
-    ``bucket`` > 1 the length dimension is padded to a multiple of it with keys and bounds that
-    see nothing."""
+def _mod_layout(
+    kv_key: np.ndarray, by_bound: np.ndarray, bucket: int
+) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """The shapes of the mask_mod's int32 tensors, ``[B, n]`` and ``[B, k, q]`` (bound by bound:
+    each bound contiguous, as ``by_bound`` holds them), the lengths padded to ``bucket``."""
     (b, n), (k, q) = kv_key.shape, by_bound.shape[1:]
-    n_pad, q_pad = (-(-n // bucket) * bucket, -(-q // bucket) * bucket) if bucket > 1 else (n, q)
-    host = host_buffer(b * n_pad + b * q_pad * k, torch.int32, device)  # one buffer, one copy
-    both = host.numpy()
-    kv_part = both[: b * n_pad].reshape(b, n_pad)
-    q_part = both[b * n_pad :].reshape(b, k, q_pad)
+    n_pad, q_pad = -(-n // bucket) * bucket, -(-q // bucket) * bucket
+    return [((b, n_pad), torch.int32), ((b, k, q_pad), torch.int32)]
+
+
+def _fill_mod(
+    kv_part: np.ndarray, q_part: np.ndarray, kv_key: np.ndarray, by_bound: np.ndarray
+) -> None:
+    """Write the keys and bounds into their host slots; the padding sees nothing."""
+    n, (k, q) = kv_key.shape[1], by_bound.shape[1:]
     kv_part[:, :n] = kv_key
     kv_part[:, n:] = _BIG
     q_part[:, :, :q] = by_bound
     q_part[:, 0::2, q:] = _BIG if k > 1 else -1  # lower bounds, or the one hi
     q_part[:, 1::2, q:] = -_BIG
-    kv, q_t = to_device(host, device).split([kv_part.size, q_part.size])
-    if k == 1:  # [B, 1, q] and [B, q, 1] are the same memory
-        return kv.view(kv_part.shape), q_t.view(b, q_pad, 1)
-    return kv.view(kv_part.shape), q_t.view(q_part.shape).transpose(1, 2).contiguous()
+
+
+def _tensors(
+    kv_key: np.ndarray, by_bound: np.ndarray, device: torch.device, bucket: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kv_key`` ``[B, n]`` and the bounds ``by_bound`` ``[B, k, q]`` as int32 tensors on
+    ``device``, of the same shapes, sent in one copy; with ``bucket`` > 1 the length
+    dimension is padded to a multiple of it with keys and bounds that see nothing."""
+    stage = HostArrays(_mod_layout(kv_key, by_bound, bucket), device)
+    kv_part, q_part = stage.arrays
+    _fill_mod(kv_part, q_part, kv_key, by_bound)
+    kv, q_by_bound = stage.send()
+    return kv, q_by_bound
 
 
 # -- the spec -------------------------------------------------------------------------------------
@@ -305,7 +191,8 @@ class PromptMaskSpec(MaskSpec):
         """``(kv_key [B, kv_len], q_bounds [B, q_len, k])`` int32, what the mask_mod reads:
         visible iff ``kv_key <= q[..., 0]`` (at-most) or ``kv_key`` is in ``[q0, q1]`` or in
         ``[q2, q3]`` (two-intervals)."""
-        return _tensors(self._kv_key, self._bounds, resolve_device(device))
+        kv_key, q_by_bound = _tensors(self._kv_key, self._bounds, resolve_device(device))
+        return kv_key, q_by_bound.transpose(1, 2)
 
     def to_dense(
         self, device: torch.device | str | None = None, *, max_bytes: int | None = None
@@ -385,7 +272,6 @@ class PromptMaskSpec(MaskSpec):
         cached = self._built.get(key)
         if cached is not None:
             return cached
-        mod = self.mask_mod_for(device)
         seq_lengths = (self.q_len, self.kv_len)
         num_blocks = (-(-self.q_len // bs[0]), -(-self.kv_len // bs[1]))
         tables = None
@@ -394,16 +280,38 @@ class PromptMaskSpec(MaskSpec):
             if tables[0].shape[2] > MAX_PIECES:  # many pieces a block: the torch route is faster
                 tables = None
         if tables is not None:
-            block_mask = block_mask_from_tables(*tables, seq_lengths, bs, mod, device)
+            block_mask = self._block_mask_by_kernel(*tables, bs, device)
         elif use_closed:
             partial, full = self.block_grids(bs, device)
-            block_mask = block_mask_from_grids(partial, full, seq_lengths, bs, mod)
+            block_mask = block_mask_from_grids(
+                partial, full, seq_lengths, bs, self.mask_mod_for(device)
+            )
         else:
             block_mask = create_block_mask(
-                mod, self.batch_size, 1, self.q_len, self.kv_len, device=device, BLOCK_SIZE=bs
-            )
+                self.mask_mod_for(device), self.batch_size, 1, self.q_len, self.kv_len,
+                device=device, BLOCK_SIZE=bs,
+            )  # fmt: skip
         self._built[key] = block_mask
         return block_mask
+
+    def _block_mask_by_kernel(
+        self, rows: np.ndarray, cols: np.ndarray, bs: tuple[int, int], device: torch.device
+    ) -> BlockMask:
+        """The block kernel's BlockMask. The tables and, on a first build for ``device``, the
+        mask_mod's tensors go in one copy (a copy to CUDA costs 50-100 us of host time)."""
+        mod = self._mods.get(device)
+        layout = [(rows.shape, torch.int64), (cols.shape, torch.int64)]
+        if mod is None:
+            layout += _mod_layout(self._kv_key, self._bounds, _BUCKET)
+        stage = HostArrays(layout, device)
+        stage.arrays[0][...] = rows
+        stage.arrays[1][...] = cols
+        if mod is None:
+            _fill_mod(stage.arrays[2], stage.arrays[3], self._kv_key, self._bounds)
+        rows_t, cols_t, *mod_tensors = stage.send()
+        if mod is None:
+            mod = self._mods.setdefault(device, _mod(self.family, *mod_tensors))
+        return block_mask_from_device_tables(rows_t, cols_t, (self.q_len, self.kv_len), bs, mod)
 
     def _combine(self, other: MaskSpec, op: str) -> MaskSpec:
         raise TypeError(
@@ -469,7 +377,7 @@ def _build(
     host = ids.numpy()
     rows = [_read_row(host[i], i, name) for i in range(b)]
     times = _per_run_times(timestamps, rows) if name == "prompt-timestamp-causal" else None
-    kv_key = np.empty((b, n), dtype=np.int64)
+    kv_key = np.empty((b, n), dtype=np.int32)
     by_bound: np.ndarray | None = None  # [B, k, q]: each bound contiguous
     runs = []
     for i, row in enumerate(rows):
@@ -481,7 +389,7 @@ def _build(
             assert times is not None
             kv, qb = _timestamp_keys(row, times[i], params["within_frame"])
         if by_bound is None:
-            by_bound = np.empty((b, len(qb), q), dtype=np.int64)
+            by_bound = np.empty((b, len(qb), q), dtype=np.int32)
         kv_key[i] = kv.per_token(row)
         for j, bound in enumerate(qb):
             by_bound[i, j] = bound.per_token(row)[first_query : first_query + q]
