@@ -20,6 +20,8 @@
 #   bash benchmarks/h200_session.sh onecopy # carry .whl and .base (the code before, git archive):
 #                                           # block-kernel tests, prompt builds A/B, 128K builds
 #   bash benchmarks/h200_session.sh rest    # carry .whl: the transformers GPU tests, the other CUDA tests
+#   bash benchmarks/h200_session.sh ab      # carry .whl and .base: prompt builds A/B (4 turns), the
+#                                           # streaming CUDA tests (what rest's time cut)
 #
 # ABLATE=0 bash benchmarks/h200_session.sh start unpacks the libraries without the ablation.
 #
@@ -291,8 +293,23 @@ rest)  # the GPU tests the 2026-12-01 leases did not reach: ~9 minutes
     -k "not block_kernel and not closed_form_builder and not busy" 2>&1 |
     tee "$OUT/rest-tests.log" | grep -E "FAILED|ERROR|passed|failed|^[0-9.]+s " | tail -30
   ;;
+ab)  # the prompt builds, before and now in four turns, then the streaming CUDA tests: ~9 minutes
+  use_fa4 || { echo "FA4 install failed"; exit 1; }
+  env_line | tee "$OUT/env.txt"
+  (cd benchmarks &&
+   for r in 1 2 3 4; do
+     for v in base now; do
+       PP=$PYTHONPATH; [ $v = base ] && PP="$PWD/../.base:$PYTHONPATH"
+       PYTHONPATH="$PP" timeout 60 python3 prompt_masks.py --device cuda --build-only --rep-ms 500 \
+         --out "$OUT/prompt_masks-ab-$v-r$r-h200.json" > "$OUT/prompt-$v-$r.log" 2>&1
+       echo "== $v, run $r"; grep -E "flexframe closed form|create_causal_mask \(flex" "$OUT/prompt-$v-$r.log"
+     done
+   done)
+  timeout 360 "${PYTEST[@]}" --durations=8 tests/test_streaming_cuda.py 2>&1 |
+    tee "$OUT/ab-streaming-tests.log" | grep -E "FAILED|ERROR|passed|failed|^[0-9.]+s " | tail -14
+  ;;
 *)
-  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables|pinned|onecopy|rest"
+  echo "usage: $0 start|tests|bench|stream|retest|profile|final|final2|graphs|next|kernel|after|tables|pinned|onecopy|rest|ab"
   exit 2
   ;;
 esac
