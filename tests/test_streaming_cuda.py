@@ -137,3 +137,32 @@ def test_cuda_graph_steps_equal_the_steps_without_graphs(name, mode):
     with torch.no_grad():
         full = decoder(x, spec)
     assert rel_err(runs[True][1], full) < 1e-2
+
+
+@pytest.mark.parametrize("dynamic", [False, None])
+def test_a_one_frame_step_with_grouped_heads_runs_on_the_triton_kernel(dynamic):
+    # Fewer than 128 queries go to torch's flex decoding kernel, whose tile (next_pow2 of 100
+    # queries x 2 query heads a kv head = 256 rows) must divide the 128-row q block: torch 2.11
+    # found no configuration and failed to compile (NoValidChoicesError; a sliding-window
+    # streaming step under CUDA graphs on an H200, 2026-12-02). The policy runs torch's main
+    # kernel there; the result is held to sdpa with the dense mask in float32.
+    spec = get_mask("sliding-window", num_frames=4, num_patches_per_frame=100, window_size=2,
+                    sink_frames=1)  # fmt: skip
+    dense = spec.to_dense("cuda")[300:]  # the last frame's queries against every key
+
+    def last_frame(b, h, q_idx, kv_idx):
+        return dense[q_idx, kv_idx]
+
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    block_mask = create_block_mask(last_frame, 1, 1, 100, 400, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1, 4, 100, 128, device="cuda", generator=g).bfloat16()
+    k, v = (torch.randn(1, 2, 400, 128, device="cuda", generator=g).bfloat16() for _ in "kv")
+    out = KernelPolicy().attend(
+        q, k, v, block_mask, enable_gqa=True, kernel_options={"USE_TMA": True}, dynamic=dynamic
+    )
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=dense, enable_gqa=True
+    )
+    assert rel_err(out.float(), want) < 2e-2

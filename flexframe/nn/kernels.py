@@ -52,6 +52,15 @@ counts, so a few constant mask_mods that torch would still read leave FLASH need
 none that it drops gets through. Inside an outer ``torch.compile`` the
 check cannot run (it needs a trace and a look at the block counts): there, give hand-built
 BlockMasks their real mask_mod.
+
+**Short steps with grouped heads on the Triton kernel.** For fewer than 128 queries, torch's
+CUDA lowering runs its flex *decoding* kernel, whose tile is ``max(16, next_pow2(q_len *
+query heads per kv head))`` rows and must divide the BlockMask's q block. When it does not (a
+100-token frame with 2 query heads a kv head: 256 rows against blocks of 128), torch finds no
+kernel configuration and fails to compile (``NoValidChoicesError``; seen on an H200 with torch
+2.11, a streaming step of one frame on the Triton path). The policy then sets
+``FORCE_USE_FLEX_ATTENTION=True`` (torch's main kernel; same result) for that call, unless the
+caller's own options set it (:func:`decoding_kernel_fails`).
 """
 
 from __future__ import annotations
@@ -301,6 +310,47 @@ def _depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
     return depends
 
 
+def decoding_kernel_fails(
+    q: torch.Tensor, k: torch.Tensor, block_mask: BlockMask, enable_gqa: bool = False
+) -> bool:
+    """Whether torch's CUDA flex *decoding* kernel (what it runs for fewer than 128 queries)
+    finds no configuration for these inputs: its tile of ``max(16, next_pow2(q_len * query
+    heads per kv head))`` rows does not divide the BlockMask's q block (the module doc says
+    more). The policy then runs torch's main kernel (``FORCE_USE_FLEX_ATTENTION``).
+
+    Example:
+        >>> from flexframe import get_mask
+        >>> bm = get_mask("causal-frame", num_frames=1, num_patches_per_frame=100).block_mask()
+        >>> q, k = torch.zeros(1, 4, 100, 64), torch.zeros(1, 2, 100, 64)
+        >>> decoding_kernel_fails(q, k, bm, enable_gqa=True), decoding_kernel_fails(q, q, bm)
+        (True, False)
+    """
+    q_len = q.shape[-2]
+    if not 0 < q_len < 128:
+        return False
+    group = q.shape[1] // k.shape[1] if enable_gqa and k.shape[1] else 1
+    rows = max(16, 1 << (q_len * group - 1).bit_length())
+    return block_mask.BLOCK_SIZE[0] % rows != 0
+
+
+def _without_failing_decoding(
+    options: dict[str, Any],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    block_mask: BlockMask,
+    enable_gqa: bool,
+) -> dict[str, Any]:
+    """``options`` with ``FORCE_USE_FLEX_ATTENTION=True`` where torch's decoding kernel would
+    find no configuration on CUDA (a caller's own setting of it is kept)."""
+    if (
+        q.is_cuda
+        and "FORCE_USE_FLEX_ATTENTION" not in options
+        and decoding_kernel_fails(q, k, block_mask, enable_gqa)
+    ):
+        return {**options, "FORCE_USE_FLEX_ATTENTION": True}
+    return options
+
+
 def flash_would_ignore_blocks(block_mask: BlockMask) -> bool:
     """Whether torch's FLASH backend would compute something else than ``block_mask`` says:
     its mask_mod returns a constant (FLASH then drops the BlockMask and attends to every key)
@@ -478,6 +528,8 @@ class KernelPolicy:
                     "leave kernel_options unset (flexframe then runs the Triton kernel for it)"
                 )
             options, flash, signature = self.options(device), False, None
+        if not flash:
+            options = _without_failing_decoding(options, q, k, block_mask, enable_gqa)
         try:
             attend = self.compiled(block_mask.mask_mod, flash, dynamic)
             out = attend(q, k, v, block_mask, enable_gqa, options or None)
@@ -494,6 +546,7 @@ class KernelPolicy:
             )
             warnings.warn(message, RuntimeWarning, stacklevel=3)
             attend = self.compiled(block_mask.mask_mod, flash=False, dynamic=dynamic)
+            fallback = _without_failing_decoding(fallback, q, k, block_mask, enable_gqa)
             return attend(q, k, v, block_mask, enable_gqa, fallback or None)
         if signature is not None:
             self.flash_signatures.add(signature)
