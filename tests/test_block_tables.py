@@ -17,7 +17,10 @@ from test_hf_prompt_masks import prompt_masks, reference
 
 from flexframe import get_mask
 from flexframe.masks.block_kernel import (
+    HostArrays,
+    arrays_to_device,
     block_kernel_available,
+    block_mask_from_device_tables,
     block_mask_from_tables,
     grids_from_tables,
 )
@@ -171,3 +174,55 @@ def test_the_block_kernel_is_refused_off_cuda_with_the_route_to_take():
     assert not block_kernel_available("cpu")
     with pytest.raises(ValueError, match=r"device='cpu'.*build_block_mask"):
         block_mask_from_tables(rows, cols, (12, 12), (4, 4), None, "cpu")
+
+
+def test_the_device_tables_are_refused_off_cuda_and_in_the_wrong_shape():
+    spec = get_mask("causal-frame", num_frames=3, num_patches_per_frame=4)
+    rows, cols = (torch.from_numpy(t)[None] for t in spec.relation.block_table(4, 4))
+    with pytest.raises(ValueError, match=r"device='cpu'.*build_block_mask"):
+        block_mask_from_device_tables(rows, cols, (12, 12), (4, 4), None)
+    with pytest.raises(ValueError, match=r"rows must be \[B, Q_BLOCKS, P, K, 4\].*\(3, 1, 1, 4\)"):
+        block_mask_from_device_tables(rows[0], cols, (12, 12), (4, 4), None)
+    with pytest.raises(ValueError, match="cols must be a contiguous int64 tensor, got torch.int32"):
+        block_mask_from_device_tables(rows, cols.int(), (12, 12), (4, 4), None)
+
+
+layouts = st.lists(
+    st.tuples(
+        st.lists(st.integers(0, 5), max_size=3).map(tuple),
+        st.sampled_from([torch.int64, torch.int32, torch.uint8, torch.float32]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(layouts, st.integers(0, 2**32 - 1))
+def test_host_arrays_send_every_array_as_written_in_its_shape_and_dtype(layout, seed):
+    # One buffer holds them all: an array that overlapped another would be overwritten by it.
+    stage = HostArrays(layout, "cpu")
+    rng = np.random.default_rng(seed)
+    written = []
+    for array, (shape, _) in zip(stage.arrays, layout, strict=True):
+        values = rng.integers(0, 120, size=shape).astype(array.dtype)
+        array[...] = values
+        written.append(values)
+    sent = stage.send()
+    assert len(sent) == len(layout)
+    for tensor, values, (shape, dtype) in zip(sent, written, layout, strict=True):
+        assert tensor.dtype == dtype and tuple(tensor.shape) == shape and tensor.is_contiguous()
+        assert tensor.data_ptr() % 16 == 0  # each array starts 16-byte aligned
+        assert np.array_equal(tensor.numpy(), values)
+
+
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4), st.booleans(), st.booleans()),
+                min_size=1, max_size=4), st.integers(0, 2**32 - 1))  # fmt: skip
+def test_arrays_to_device_keeps_each_arrays_values_shape_and_dtype(specs, seed):
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for rows, cols, wide, transposed in specs:
+        a = rng.integers(-(2**31), 2**31, size=(rows, cols)).astype(np.int64 if wide else np.int32)
+        arrays.append(a.T if transposed else a)  # a strided view, as the builder passes
+    for tensor, a in zip(arrays_to_device(arrays, "cpu"), arrays, strict=True):
+        assert tensor.dtype == torch.from_numpy(a).dtype
+        assert np.array_equal(tensor.numpy(), a)
