@@ -209,6 +209,11 @@ def test_host_arrays_send_every_array_as_written_in_its_shape_and_dtype(layout, 
         written.append(values)
     sent = stage.send()
     assert len(sent) == len(layout)
+    with pytest.raises(RuntimeError, match="sends once"):
+        stage.send()
+    for array in stage.arrays:  # read-only once sent: a write would race the queued copy
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0
     for tensor, values, (shape, dtype) in zip(sent, written, layout, strict=True):
         assert tensor.dtype == dtype and tuple(tensor.shape) == shape and tensor.is_contiguous()
         assert tensor.data_ptr() % 16 == 0  # each array starts 16-byte aligned
@@ -226,3 +231,41 @@ def test_arrays_to_device_keeps_each_arrays_values_shape_and_dtype(specs, seed):
     for tensor, a in zip(arrays_to_device(arrays, "cpu"), arrays, strict=True):
         assert tensor.dtype == torch.from_numpy(a).dtype
         assert np.array_equal(tensor.numpy(), a)
+
+
+@given(prompt_masks(), block_sizes)
+def test_the_kernel_route_sends_a_prompts_tables_and_mask_mod_as_its_definition(case, block_size):
+    # On CUDA a prompt's block tables and its mask_mod's tensors go in one copy
+    # (block_kernel.HostArrays) to the kernel. Here the same route runs on the CPU with the
+    # launch replaced by the tables' meaning in torch (grids_from_tables): the BlockMask from
+    # the tables as they arrived, and the mask_mod built from the tensors sent with them, must
+    # both be the prompt's definition.
+    import flexframe.masks.prompt as prompt
+
+    def from_sent_tables(rows, cols, seq_lengths, bs, mod):
+        partial, full = grids_from_tables(rows, cols)
+        return block_mask_from_grids(partial, full, seq_lengths, bs, mod)
+
+    family, ids, params, q_len = case
+    spec = get_mask(family, frame_ids=ids, q_len=q_len, **params)
+    bs = (block_size, block_size) if isinstance(block_size, int) else block_size
+    assume(max(r.block_table(*bs)[0].shape[1] for r in spec.relations) <= 8)  # the kernel's
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prompt, "block_kernel_available", lambda device, num_blocks: True)
+        patch.setattr(prompt, "block_mask_from_device_tables", from_sent_tables)
+        got = spec.block_mask("cpu", block_size=bs)
+    want = reference(ids, family, q_len, **params)
+    b, q, kv = want.shape
+    grid = torch.arange(b)[:, None, None], 0, torch.arange(q)[None, :, None], torch.arange(kv)
+    assert torch.equal(got.mask_mod(*grid), want)  # the mask_mod read the tensors sent
+    assert torch.equal(spec.mask_mod_for("cpu")(*grid), want)  # and is the spec's own
+    for r in range(b):
+        want_partial, want_full = expected_block_grids(want[r], *bs)
+        for num, idx, want_grid in (
+            (got.kv_num_blocks, got.kv_indices, want_partial),
+            (got.full_kv_num_blocks, got.full_kv_indices, want_full),
+        ):
+            grid_r = torch.zeros_like(want_grid)
+            for i in range(grid_r.shape[0]):
+                grid_r[i, idx[r, 0, i, : int(num[r, 0, i])].long()] = True
+            assert torch.equal(grid_r, want_grid)

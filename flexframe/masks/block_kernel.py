@@ -76,6 +76,7 @@ class HostArrays:
             self._parts.append((shape, _strides(shape), dtype, at))
             at += -(-math.prod(shape) * dtype.itemsize // 16) * 16
         self._pinned = self.device.type == "cuda"
+        self._sent = False
         self._buffer = torch.empty(max(at, 16), dtype=torch.uint8, pin_memory=self._pinned)
         raw = self._buffer.numpy()
         self.arrays: list[np.ndarray] = [
@@ -84,7 +85,14 @@ class HostArrays:
         ]
 
     def send(self) -> list[torch.Tensor]:
-        """The arrays on the device (views of one tensor there), in :attr:`arrays`' order."""
+        """The arrays on the device (views of one tensor there), in :attr:`arrays`' order. The
+        host arrays are read-only from then on (a write could race the queued copy), and a
+        second send is refused."""
+        if self._sent:
+            raise RuntimeError("HostArrays.send() was called already: a stage sends once")
+        self._sent = True
+        for array in self.arrays:
+            array.flags.writeable = False
         if self._pinned:  # queued on the current stream; the host does not wait
             flat = self._buffer.to(self.device, non_blocking=True)
         else:
@@ -262,14 +270,25 @@ def block_mask_from_device_tables(
         ...     bm = block_mask_from_device_tables(rows_t, cols_t, (288, 288), (128, 128), None)
         ...     assert bm.kv_num_blocks.tolist() == [[[2, 2, 3]]]
     """
-    if rows.dim() != 5 or cols.dim() != 3 or rows.shape[0] != cols.shape[0]:
+    blocks = tuple(-(-n // s) for n, s in zip(seq_lengths, block_size, strict=True))
+    if (
+        rows.dim() != 5
+        or cols.dim() != 3
+        or rows.shape[-1] != 4
+        or cols.shape[-1] != 3
+        or rows.shape[0] != cols.shape[0]
+        or (rows.shape[1], cols.shape[1]) != blocks
+    ):
         raise ValueError(
-            "rows must be [B, Q_BLOCKS, P, K, 4] and cols [B, KV_BLOCKS, 3], got "
-            f"rows {tuple(rows.shape)} and cols {tuple(cols.shape)}"
+            f"rows must be [B, Q_BLOCKS, P, K, 4] and cols [B, KV_BLOCKS, 3] with {blocks} "
+            f"blocks for seq_lengths={tuple(seq_lengths)} and block_size={tuple(block_size)}, "
+            f"got rows {tuple(rows.shape)} and cols {tuple(cols.shape)}"
         )
     for name, t in (("rows", rows), ("cols", cols)):
         if t.dtype != torch.int64 or not t.is_contiguous():
             raise ValueError(f"{name} must be a contiguous int64 tensor, got {t.dtype}")
+    if rows.device != cols.device:
+        raise ValueError(f"rows and cols must be on one device, got {rows.device}, {cols.device}")
     b, nq = rows.shape[:2]
     nkv = cols.shape[1]
     _check_kernel_runs(rows.device, nq, nkv)

@@ -192,7 +192,7 @@ class PromptMaskSpec(MaskSpec):
         visible iff ``kv_key <= q[..., 0]`` (at-most) or ``kv_key`` is in ``[q0, q1]`` or in
         ``[q2, q3]`` (two-intervals)."""
         kv_key, q_by_bound = _tensors(self._kv_key, self._bounds, resolve_device(device))
-        return kv_key, q_by_bound.transpose(1, 2)
+        return kv_key, q_by_bound.transpose(1, 2).contiguous()
 
     def to_dense(
         self, device: torch.device | str | None = None, *, max_bytes: int | None = None

@@ -53,14 +53,14 @@ none that it drops gets through. Inside an outer ``torch.compile`` the
 check cannot run (it needs a trace and a look at the block counts): there, give hand-built
 BlockMasks their real mask_mod.
 
-**Short steps with grouped heads on the Triton kernel.** For fewer than 128 queries, torch's
-CUDA lowering runs its flex *decoding* kernel, whose tile is ``max(16, next_pow2(q_len *
-query heads per kv head))`` rows and must divide the BlockMask's q block. When it does not (a
-100-token frame with 2 query heads a kv head: 256 rows against blocks of 128), torch finds no
-kernel configuration and fails to compile (``NoValidChoicesError``; seen on an H200 with torch
-2.11, a streaming step of one frame on the Triton path). The policy then sets
-``FORCE_USE_FLEX_ATTENTION=True`` (torch's main kernel; same result) for that call, unless the
-caller's own options set it (:func:`decoding_kernel_fails`).
+**Short steps with grouped heads on the Triton kernel.** Below 128 queries, torch's CUDA
+lowering runs its flex *decoding* kernel, whose tile (``next_pow2(q_len * query heads per kv
+head)`` rows) must divide the BlockMask's q block; else torch finds no configuration
+(``NoValidChoicesError``; an H200, torch 2.11: a 1-frame streaming step of 100 tokens, 2 heads
+a kv head). The policy runs torch's main kernel there (same result): ``BACKEND="TRITON"`` for
+``"AUTO"``, ``FORCE_USE_FLEX_ATTENTION=True`` without a backend; a caller's backend or
+``FORCE_USE_FLEX_ATTENTION`` is kept (:func:`decoding_kernel_fails`). The main kernel fails too
+on a q block below or not a multiple of its own tile, or a kv block not a multiple of 64.
 """
 
 from __future__ import annotations
@@ -311,12 +311,17 @@ def _depends_on_indices(mask_mod: Any, device: torch.device) -> bool:
 
 
 def decoding_kernel_fails(
-    q: torch.Tensor, k: torch.Tensor, block_mask: BlockMask, enable_gqa: bool = False
+    q: torch.Tensor,
+    k: torch.Tensor,
+    block_mask: BlockMask,
+    enable_gqa: bool = False,
+    block_m: int | None = None,
 ) -> bool:
     """Whether torch's CUDA flex *decoding* kernel (what it runs for fewer than 128 queries)
-    finds no configuration for these inputs: its tile of ``max(16, next_pow2(q_len * query
-    heads per kv head))`` rows does not divide the BlockMask's q block (the module doc says
-    more). The policy then runs torch's main kernel (``FORCE_USE_FLEX_ATTENTION``).
+    finds no configuration for these inputs: its tile of ``block_m`` rows (the caller's
+    ``BLOCK_M`` option; by default ``max(16, next_pow2(q_len * query heads per kv head))``) does
+    not divide the BlockMask's q block (the module doc says more). The policy then runs torch's
+    main kernel.
 
     Example:
         >>> from flexframe import get_mask
@@ -329,7 +334,7 @@ def decoding_kernel_fails(
     if not 0 < q_len < 128:
         return False
     group = q.shape[1] // k.shape[1] if enable_gqa and k.shape[1] else 1
-    rows = max(16, 1 << (q_len * group - 1).bit_length())
+    rows = block_m or max(16, 1 << (q_len * group - 1).bit_length())
     return block_mask.BLOCK_SIZE[0] % rows != 0
 
 
@@ -340,15 +345,19 @@ def _without_failing_decoding(
     block_mask: BlockMask,
     enable_gqa: bool,
 ) -> dict[str, Any]:
-    """``options`` with ``FORCE_USE_FLEX_ATTENTION=True`` where torch's decoding kernel would
-    find no configuration on CUDA (a caller's own setting of it is kept)."""
+    """``options`` that run torch's main kernel where its decoding kernel would find no
+    configuration on CUDA (the module doc says how; a caller's choice is kept)."""
+    backend = options.get("BACKEND")
     if (
-        q.is_cuda
-        and "FORCE_USE_FLEX_ATTENTION" not in options
-        and decoding_kernel_fails(q, k, block_mask, enable_gqa)
+        not q.is_cuda
+        or backend not in (None, "AUTO")
+        or "FORCE_USE_FLEX_ATTENTION" in options
+        or not decoding_kernel_fails(q, k, block_mask, enable_gqa, options.get("BLOCK_M"))
     ):
-        return {**options, "FORCE_USE_FLEX_ATTENTION": True}
-    return options
+        return options
+    if backend == "AUTO":
+        return {**options, "BACKEND": "TRITON"}
+    return {**options, "FORCE_USE_FLEX_ATTENTION": True}
 
 
 def flash_would_ignore_blocks(block_mask: BlockMask) -> bool:
