@@ -11,7 +11,7 @@ GPU, so it is measured here on whatever machine runs the script, case by case:
 - ``tables, new spec``: ``get_mask(...)`` then the tables, nothing kept (a first build);
 - for the prompt masks (32,000 tokens: 600 text, 20 frames of 1,560, 200 text):
   ``host half``: ``get_mask(..., frame_ids=ids)``, the stacked tables and the mask_mod's tensors
-  (everything ``block_mask("cuda")`` does before its two copies and the launch);
+  (everything ``block_mask("cuda")`` does before its one copy and the launch);
 - the anchor in the same run: ``CPU build``, the whole BlockMask built on this CPU by the torch
   route (``build_block_mask(..., "cpu")``, a new spec for the prompts).
 
@@ -42,7 +42,7 @@ from prompt_masks import prompt_ids
 
 from flexframe import get_mask
 from flexframe.masks.block_kernel import grids_from_tables
-from flexframe.masks.closed_form import build_block_mask, stack_block_tables
+from flexframe.masks.closed_form import build_block_mask
 
 BS = (128, 128)
 FRAME_CASES = (  # (mask, frames, tokens a frame): 128K tokens, mask_build.py's settings
@@ -109,7 +109,7 @@ def prompt_rows(reps: int, anchor_reps: int, scale: int = 1) -> list[dict[str, A
 
         def host_half(name=name, params=params):
             spec = get_mask(name, frame_ids=ids, **params)
-            tables = stack_block_tables([r.block_table(*BS) for r in spec.relations])
+            tables = spec._block_tables(BS)  # the tables block_mask("cuda") sends
             spec.mask_mod_for("cpu")
             return tables
 

@@ -28,6 +28,7 @@ from flexframe.masks.closed_form import (
     Interval,
     IntervalRelation,
     PiecewiseKey,
+    at_most_block_tables,
     block_mask_from_grids,
     stack_block_tables,
 )
@@ -269,3 +270,25 @@ def test_the_kernel_route_sends_a_prompts_tables_and_mask_mod_as_its_definition(
             for i in range(grid_r.shape[0]):
                 grid_r[i, idx[r, 0, i, : int(num[r, 0, i])].long()] = True
             assert torch.equal(grid_r, want_grid)
+
+
+@given(
+    st.integers(1, 3),
+    st.integers(1, 23),
+    st.integers(1, 23),
+    block_sizes,
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_the_at_most_tables_of_per_token_keys_classify_every_block(b, q, n, block_size, seed, ints):
+    # Keys and bounds jump anywhere (kv <= hi needs no order of either), int32 as the prompt
+    # masks hold them or int64.
+    rng = np.random.default_rng(seed)
+    kv = rng.integers(-6, 30, size=(b, n)).astype(np.int32 if ints else np.int64)
+    hi = rng.integers(-6, 30, size=(b, q)).astype(np.int32 if ints else np.int64)
+    rows, cols = at_most_block_tables(kv, hi, *block_size)
+    partial, full = grids_from_tables(torch.from_numpy(rows), torch.from_numpy(cols))
+    for r in range(b):
+        dense = torch.from_numpy(kv[r][None, :] <= hi[r][:, None])  # [q, n]
+        want_partial, want_full = expected_block_grids(dense, *block_size)
+        assert torch.equal(partial[r], want_partial) and torch.equal(full[r], want_full)

@@ -493,3 +493,39 @@ def stack_block_tables(
     for b, (rows, _) in enumerate(tables):
         out[b, :, : rows.shape[1]] = rows
     return out, np.stack([cols for _, cols in tables])
+
+
+def at_most_block_tables(
+    kv_key: np.ndarray, q_hi: np.ndarray, q_block_size: int, kv_block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The block tables of ``kv_key <= q_hi`` for a batch, from per-token values:
+    ``([B, Q_BLOCKS, 1, 1, 4], [B, KV_BLOCKS, 3])`` int64, as :func:`stack_block_tables` of each
+    row's :meth:`IntervalRelation.block_table` gives them (a block has a visible pair iff its
+    smallest key is at most its largest bound, and is full iff its largest key is at most its
+    smallest bound). ``kv_key`` is ``[B, KV_LEN]``, ``q_hi`` ``[B, Q_LEN]``, any integer dtype.
+    Four NumPy reductions over the tokens: where a batch's keys are already written token by
+    token (a prompt's mask_mod tensors), cheaper than stating each row's keys piecewise.
+
+    Example:
+        >>> frames = np.repeat([[0, 1]], 3, axis=1)  # two frames of 3 tokens
+        >>> rows, cols = at_most_block_tables(frames, frames, 2, 2)
+        >>> key = PiecewiseKey.per_frame(torch.arange(2), num_patches_per_frame=3)
+        >>> want = stack_block_tables([IntervalRelation(kv_key=key, q_hi=key).block_table(2, 2)])
+        >>> np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
+        True
+    """
+    (b, kv_len), q_len = kv_key.shape, q_hi.shape[1]
+    kv_starts = np.arange(0, kv_len, kv_block_size)
+    q_starts = np.arange(0, q_len, q_block_size)
+    cols = np.empty((b, kv_starts.size, 3), dtype=np.int64)
+    cols[..., 0] = np.minimum.reduceat(kv_key, kv_starts, axis=1)
+    cols[..., 1] = cols[..., 2] = np.maximum.reduceat(kv_key, kv_starts, axis=1)
+    if kv_len % kv_block_size:  # a padded kv block is never full
+        cols[:, -1, 2] += _BIG
+    rows = np.empty((b, q_starts.size, 1, 1, 4), dtype=np.int64)
+    rows[..., 0::2] = -_BIG  # no lower bound
+    rows[:, :, 0, 0, 1] = np.maximum.reduceat(q_hi, q_starts, axis=1)
+    rows[:, :, 0, 0, 3] = np.minimum.reduceat(q_hi, q_starts, axis=1)
+    if q_len % q_block_size:  # a padded q block is never full
+        rows[:, -1, 0, 0, 3] -= _BIG
+    return rows, cols

@@ -69,6 +69,7 @@ from flexframe.masks.block_kernel import (
 from flexframe.masks.closed_form import (
     Interval,
     IntervalRelation,
+    at_most_block_tables,
     block_mask_from_grids,
     stack_block_tables,
 )
@@ -276,7 +277,7 @@ class PromptMaskSpec(MaskSpec):
         num_blocks = (-(-self.q_len // bs[0]), -(-self.kv_len // bs[1]))
         tables = None
         if use_closed and block_kernel_available(device, num_blocks):  # CUDA: one launch
-            tables = stack_block_tables([r.block_table(*bs) for r in self.relations])
+            tables = self._block_tables(bs)
             if tables[0].shape[2] > MAX_PIECES:  # many pieces a block: the torch route is faster
                 tables = None
         if tables is not None:
@@ -293,6 +294,14 @@ class PromptMaskSpec(MaskSpec):
             )  # fmt: skip
         self._built[key] = block_mask
         return block_mask
+
+    def _block_tables(self, bs: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' block tables, stacked (what the block kernel reads). An at-most family's
+        come from its keys and bounds as the mask_mod holds them, token by token (a few NumPy
+        reductions); a union's from the relations, run by run."""
+        if self.family == "at-most":
+            return at_most_block_tables(self._kv_key, self._bounds[:, 0], *bs)
+        return stack_block_tables([r.block_table(*bs) for r in self.relations])
 
     def _block_mask_by_kernel(
         self, rows: np.ndarray, cols: np.ndarray, bs: tuple[int, int], device: torch.device
