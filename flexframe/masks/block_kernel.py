@@ -236,17 +236,8 @@ def block_mask_from_tables(
     """
     if rows.ndim == 4:
         rows, cols = rows[None], cols[None]
-    _check_kernel_runs(device, rows.shape[1], cols.shape[1])
-    rows_t, cols_t = arrays_to_device([rows, cols], device)
+    rows_t, cols_t = arrays_to_device([rows, cols], device)  # checked there, on the device
     return block_mask_from_device_tables(rows_t, cols_t, seq_lengths, block_size, mask_mod)
-
-
-def _check_kernel_runs(device: torch.device | str, nq: int, nkv: int) -> None:
-    if not block_kernel_available(device, (nq, nkv)):
-        raise ValueError(
-            f"the block kernel does not run for device={str(device)!r} at {nq} x {nkv} blocks; "
-            "use flexframe.masks.closed_form.build_block_mask (the torch route) instead"
-        )
 
 
 def block_mask_from_device_tables(
@@ -291,7 +282,11 @@ def block_mask_from_device_tables(
         raise ValueError(f"rows and cols must be on one device, got {rows.device}, {cols.device}")
     b, nq = rows.shape[:2]
     nkv = cols.shape[1]
-    _check_kernel_runs(rows.device, nq, nkv)
+    if not block_kernel_available(rows.device, (nq, nkv)):
+        raise ValueError(
+            f"the block kernel does not run for device={str(rows.device)!r} at {nq} x {nkv} "
+            "blocks; use flexframe.masks.closed_form.build_block_mask (the torch route) instead"
+        )
     layout, total = _output_layout(b, nq, nkv)
     if total >= 2**31:
         raise ValueError(f"{total:,} index entries exceed the kernel's int32 offsets")
